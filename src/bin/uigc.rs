@@ -1,0 +1,235 @@
+//! `uigc`: encode a photo into one uigc packet, decode it back, inspect packets.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use gstuigc::codec::{
+    self, bitstream, default_model_dir, ExecutionProvider, FrameParams, Model, RgbImage,
+    RuntimeOptions,
+};
+
+/// uigc: ultra-low-bitrate image coding with a VQ tokenizer and a multi-stage prior.
+///
+/// A frame becomes one self-contained packet of a few hundred bytes. The model (a bundle
+/// directory) defaults to the shipped `uigc-small`; ONNX Runtime is loaded from --ort-lib,
+/// UIGC_ORT_LIBRARY, ORT_DYLIB_PATH, or where the setup installed it.
+#[derive(Parser)]
+#[command(name = "uigc", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// Model bundle directory [default: UIGC_MODEL, else the shipped models/uigc-small]
+    #[arg(long, value_name = "DIR")]
+    model: Option<PathBuf>,
+    /// Execution provider for the tokenizer networks: cpu, cuda, tensorrt or auto
+    /// (a requested GPU provider that is unavailable is an error, never a silent CPU fallback)
+    #[arg(long, value_name = "EP", default_value = "cpu")]
+    ep: String,
+    /// Threads for the tokenizer networks (0 = ONNX Runtime's default)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    threads: usize,
+    /// Path of libonnxruntime.so [default: UIGC_ORT_LIBRARY, ORT_DYLIB_PATH, setup's location]
+    #[arg(long, value_name = "FILE")]
+    ort_lib: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Encode an image (PNG/any 8-bit RGB the `image` crate reads) into a .uigc packet
+    Encode {
+        /// Input image
+        input: PathBuf,
+        /// Output packet file
+        #[arg(short, long, value_name = "OUT.uigc")]
+        output: PathBuf,
+        /// Number of schedule stages to send (default: all)
+        #[arg(long, value_name = "N")]
+        stages: Option<usize>,
+        /// Stream id written into the packet (identifies the sender)
+        #[arg(long, default_value_t = 0)]
+        stream_id: u32,
+        /// Frame counter written into the packet
+        #[arg(long, default_value_t = 0)]
+        frame: u32,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Decode a .uigc packet into a PNG image
+    Decode {
+        /// Input packet file
+        input: PathBuf,
+        /// Output PNG
+        #[arg(short, long, value_name = "OUT.png")]
+        output: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Print a packet's header fields, size and bits per pixel (no model needed)
+    Info {
+        /// Input packet file
+        input: PathBuf,
+    },
+}
+
+fn runtime_options(m: &ModelArgs) -> codec::Result<RuntimeOptions> {
+    Ok(RuntimeOptions {
+        library: m.ort_lib.clone(),
+        provider: m.ep.parse::<ExecutionProvider>()?,
+        threads: m.threads,
+    })
+}
+
+fn load_model(m: &ModelArgs) -> Result<Model, String> {
+    let opts = runtime_options(m).map_err(|e| e.to_string())?;
+    let dir = match &m.model {
+        Some(d) => d.clone(),
+        None => default_model_dir().map_err(|e| e.to_string())?,
+    };
+    let t = Instant::now();
+    let model = Model::load(&dir, &opts).map_err(|e| e.to_string())?;
+    eprintln!(
+        "model {} ({}, id {}, K={}) on {} loaded in {:.0} ms",
+        model.bundle().name,
+        dir.display(),
+        model.model_id(),
+        model.bundle().codebook_size,
+        model.provider(),
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    Ok(model)
+}
+
+fn read_image(path: &Path) -> Result<RgbImage, String> {
+    let img = image::open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .to_rgb8();
+    let (w, h) = img.dimensions();
+    RgbImage::new(w, h, img.into_raw()).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Encode {
+            input,
+            output,
+            stages,
+            stream_id,
+            frame,
+            model,
+        } => {
+            let image = read_image(&input)?;
+            let mut model = load_model(&model)?;
+            let params = FrameParams {
+                stream_id,
+                frame,
+                stages,
+            };
+            let enc = model.encode(&image, params).map_err(|e| e.to_string())?;
+            write_file(&output, &enc.packet.bytes)?;
+            let p = &enc.packet;
+            println!(
+                "{} -> {}: {}x{}, {} bytes, {:.4} bpp ({} of {} tokens in {} stages; payload {} bits, \
+                 ideal {:.0} bits); tokenizer {:.1} ms, prior+coding {:.1} ms",
+                input.display(),
+                output.display(),
+                image.width,
+                image.height,
+                p.bytes.len(),
+                enc.bpp(),
+                p.coded_tokens,
+                enc.tokens.tokens.len(),
+                p.header.stages,
+                p.payload_bits,
+                p.ideal_bits,
+                enc.timings.network.as_secs_f64() * 1e3,
+                enc.timings.coding.as_secs_f64() * 1e3,
+            );
+        }
+        Command::Decode {
+            input,
+            output,
+            model,
+        } => {
+            let bytes = std::fs::read(&input).map_err(|e| format!("{}: {e}", input.display()))?;
+            let mut model = load_model(&model)?;
+            let dec = model
+                .decode(&bytes)
+                .map_err(|e| format!("{}: {e}", input.display()))?;
+            let img = &dec.image;
+            image::save_buffer(
+                &output,
+                &img.data,
+                img.width,
+                img.height,
+                image::ExtendedColorType::Rgb8,
+            )
+            .map_err(|e| format!("{}: {e}", output.display()))?;
+            let coded = dec.tokens.coded.iter().filter(|&&c| c).count();
+            println!(
+                "{} -> {}: {}x{}, {} bytes, {:.4} bpp ({} coded + {} regenerated tokens); \
+                 prior+decoding {:.1} ms, tokenizer {:.1} ms",
+                input.display(),
+                output.display(),
+                img.width,
+                img.height,
+                bytes.len(),
+                bytes.len() as f64 * 8.0 / (img.width as f64 * img.height as f64),
+                coded,
+                dec.tokens.coded.len() - coded,
+                dec.timings.coding.as_secs_f64() * 1e3,
+                dec.timings.network.as_secs_f64() * 1e3,
+            );
+        }
+        Command::Info { input } => {
+            let bytes = std::fs::read(&input).map_err(|e| format!("{}: {e}", input.display()))?;
+            let p =
+                bitstream::parse_packet(&bytes).map_err(|e| format!("{}: {e}", input.display()))?;
+            let h = &p.header;
+            let (rows, cols) = h.grid();
+            println!("file:          {}", input.display());
+            println!("version:       {}", h.version);
+            println!("flags:         {:#x}", h.flags);
+            println!("model id:      {}", h.model_id);
+            println!("stream id:     {}", h.stream_id);
+            println!("frame:         {}", h.frame);
+            println!(
+                "size:          {}x{} pixels, {}x{} tokens",
+                h.width, h.height, cols, rows
+            );
+            println!("coded stages:  {}", h.stages);
+            println!("check value:   {:#06x}", h.check);
+            println!(
+                "bytes:         {} (header {}, payload {})",
+                bytes.len(),
+                bytes.len() - p.payload.len(),
+                p.payload.len()
+            );
+            println!(
+                "bpp:           {:.4}",
+                bytes.len() as f64 * 8.0 / (h.width as f64 * h.height as f64)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("uigc: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

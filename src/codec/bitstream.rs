@@ -1,0 +1,290 @@
+//! Packet format v1: one self-contained packet per frame (see docs/bitstream.md).
+//!
+//! ```text
+//! byte 0      magic 0x55 ('U')
+//! byte 1      version (high nibble, = 1) | flags (low nibble, all reserved = 0 in v1)
+//! bytes 2..6  model id (4 bytes)
+//! varint      stream id (u32)
+//! varint      frame counter (u32)
+//! varint      width - 1, varint height - 1 (pixels, each 1..=MAX_DIMENSION)
+//! byte        number of coded stages (a prefix of the schedule, 0..=stages)
+//! 2 bytes     check value (little-endian), see [`check_value`]
+//! rest        range-coder payload
+//! ```
+//! Varints are LEB128 (7 bits per byte, low first, at most 5 bytes for a u32).
+
+use super::error::PacketError;
+
+/// First byte of every packet.
+pub const MAGIC: u8 = 0x55;
+/// The packet version this build writes and reads.
+pub const VERSION: u8 = 1;
+/// Largest frame side in pixels the decoder accepts.
+pub const MAX_DIMENSION: u32 = 8192;
+
+/// A 4-byte model identifier (see docs/bundle.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ModelId(pub [u8; 4]);
+
+impl std::fmt::Display for ModelId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The parsed header of a packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub version: u8,
+    pub flags: u8,
+    pub model_id: ModelId,
+    pub stream_id: u32,
+    pub frame: u32,
+    pub width: u32,
+    pub height: u32,
+    /// Number of schedule stages coded in the payload (a prefix of the schedule).
+    pub stages: u8,
+    pub check: u16,
+}
+
+impl Header {
+    /// Token grid size of this frame: (rows, cols).
+    pub fn grid(&self) -> (usize, usize) {
+        (
+            self.height.div_ceil(16) as usize,
+            self.width.div_ceil(16) as usize,
+        )
+    }
+}
+
+/// A parsed packet: header, the header bytes the check value covers, and the payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet<'a> {
+    pub header: Header,
+    /// The header bytes before the check value (covered by the check value).
+    pub header_bytes: &'a [u8],
+    pub payload: &'a [u8],
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u32) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self, what: &'static str) -> Result<u8, PacketError> {
+        let b = *self.data.get(self.pos).ok_or(PacketError::Truncated {
+            what,
+            len: self.data.len(),
+        })?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn varint(&mut self, what: &'static str) -> Result<u32, PacketError> {
+        let mut v: u64 = 0;
+        for i in 0..5 {
+            let b = self.byte(what)?;
+            v |= ((b & 0x7f) as u64) << (7 * i);
+            if b & 0x80 == 0 {
+                return u32::try_from(v).map_err(|_| PacketError::BadVarint { field: what });
+            }
+        }
+        Err(PacketError::BadVarint { field: what })
+    }
+}
+
+/// Writes the header (without the check value) — the bytes the check value covers.
+pub fn write_header_prefix(h: &Header) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24);
+    out.push(MAGIC);
+    out.push((h.version << 4) | (h.flags & 0x0f));
+    out.extend_from_slice(&h.model_id.0);
+    put_varint(&mut out, h.stream_id);
+    put_varint(&mut out, h.frame);
+    put_varint(&mut out, h.width - 1);
+    put_varint(&mut out, h.height - 1);
+    out.push(h.stages);
+    out
+}
+
+/// Assembles a packet from a header (whose `check` is used as is) and a payload.
+pub fn write_packet(h: &Header, payload: &[u8]) -> Vec<u8> {
+    let mut out = write_header_prefix(h);
+    out.extend_from_slice(&h.check.to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Parses a packet. Checks everything that can be checked without the model: magic, version,
+/// flags, varints, frame size bounds. Stage count and model id are checked by the decoder.
+pub fn parse_packet(data: &[u8]) -> Result<Packet<'_>, PacketError> {
+    let mut r = Reader { data, pos: 0 };
+    let magic = r.byte("magic")?;
+    if magic != MAGIC {
+        return Err(PacketError::BadMagic {
+            found: magic,
+            expected: MAGIC,
+        });
+    }
+    let vf = r.byte("version")?;
+    let (version, flags) = (vf >> 4, vf & 0x0f);
+    if version != VERSION {
+        return Err(PacketError::UnsupportedVersion {
+            found: version,
+            supported: VERSION,
+        });
+    }
+    if flags != 0 {
+        return Err(PacketError::ReservedFlags { flags });
+    }
+    let mut id = [0u8; 4];
+    for b in &mut id {
+        *b = r.byte("model id")?;
+    }
+    let stream_id = r.varint("stream id")?;
+    let frame = r.varint("frame counter")?;
+    let width = r.varint("width")?.saturating_add(1);
+    let height = r.varint("height")?.saturating_add(1);
+    if width > MAX_DIMENSION || height > MAX_DIMENSION {
+        return Err(PacketError::BadFrameSize {
+            width,
+            height,
+            max: MAX_DIMENSION,
+        });
+    }
+    let stages = r.byte("stage count")?;
+    let header_end = r.pos;
+    let check = u16::from_le_bytes([r.byte("check value")?, r.byte("check value")?]);
+    Ok(Packet {
+        header: Header {
+            version,
+            flags,
+            model_id: ModelId(id),
+            stream_id,
+            frame,
+            width,
+            height,
+            stages,
+            check,
+        },
+        header_bytes: &data[..header_end],
+        payload: &data[r.pos..],
+    })
+}
+
+/// The check value: CRC-32 over the header bytes before it and the decoded tokens (in coding
+/// order, each as u16 little-endian), low 16 bits.
+pub fn check_value(header_prefix: &[u8], coded_tokens: impl Iterator<Item = u16>) -> u16 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(header_prefix);
+    for t in coded_tokens {
+        h.update(&t.to_le_bytes());
+    }
+    (h.finalize() & 0xffff) as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> Header {
+        Header {
+            version: VERSION,
+            flags: 0,
+            model_id: ModelId([1, 2, 3, 4]),
+            stream_id: 300,
+            frame: 70000,
+            width: 768,
+            height: 512,
+            stages: 10,
+            check: 0xbeef,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_size() {
+        let h = header();
+        let p = write_packet(&h, &[9, 8, 7]);
+        assert_eq!(p.len(), 1 + 1 + 4 + 2 + 3 + 2 + 2 + 1 + 2 + 3);
+        let parsed = parse_packet(&p).unwrap();
+        assert_eq!(parsed.header, h);
+        assert_eq!(parsed.payload, &[9, 8, 7]);
+        assert_eq!(parsed.header_bytes, &write_header_prefix(&h)[..]);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let p = write_packet(&header(), &[]);
+        for n in 0..p.len() {
+            let e = parse_packet(&p[..n]).unwrap_err();
+            assert!(matches!(e, PacketError::Truncated { .. }), "{n}: {e:?}");
+        }
+        assert!(parse_packet(&p).is_ok());
+    }
+
+    #[test]
+    fn foreign_and_malformed_headers() {
+        let mut p = write_packet(&header(), &[1]);
+        p[0] = 0x47;
+        assert!(matches!(
+            parse_packet(&p),
+            Err(PacketError::BadMagic { .. })
+        ));
+        let mut p = write_packet(&header(), &[1]);
+        p[1] = 0x20;
+        assert!(matches!(
+            parse_packet(&p),
+            Err(PacketError::UnsupportedVersion { found: 2, .. })
+        ));
+        let mut p = write_packet(&header(), &[1]);
+        p[1] = 0x13;
+        assert!(matches!(
+            parse_packet(&p),
+            Err(PacketError::ReservedFlags { flags: 3 })
+        ));
+        let mut h = header();
+        h.width = MAX_DIMENSION + 1;
+        let p = write_packet(&h, &[]);
+        assert!(matches!(
+            parse_packet(&p),
+            Err(PacketError::BadFrameSize { .. })
+        ));
+        // A varint that never ends.
+        let mut p = vec![MAGIC, 0x10, 0, 0, 0, 0];
+        p.extend_from_slice(&[0xff; 8]);
+        assert!(matches!(
+            parse_packet(&p),
+            Err(PacketError::BadVarint { .. })
+        ));
+        // A 5-byte varint above u32::MAX.
+        let mut p = vec![MAGIC, 0x10, 0, 0, 0, 0];
+        p.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x7f]);
+        assert!(matches!(
+            parse_packet(&p),
+            Err(PacketError::BadVarint { .. })
+        ));
+    }
+
+    #[test]
+    fn check_value_covers_header_and_tokens() {
+        let a = check_value(b"abc", [1u16, 2, 3].into_iter());
+        assert_ne!(a, check_value(b"abd", [1u16, 2, 3].into_iter()));
+        assert_ne!(a, check_value(b"abc", [1u16, 2, 4].into_iter()));
+    }
+}

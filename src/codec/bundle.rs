@@ -1,0 +1,256 @@
+//! Model bundles: a directory with `manifest.toml`, two ONNX tokenizer graphs and a prior file.
+//! See docs/bundle.md for the contract. Loading checks every field and every hash and names the
+//! file and the field that is wrong.
+
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::bitstream::ModelId;
+use super::error::{Error, Result};
+use super::schedule::{Schedule, SCHEDULE_KIND_INTERLEAVE};
+
+/// Name of the manifest inside a bundle directory.
+pub const MANIFEST: &str = "manifest.toml";
+/// The manifest format this build reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Largest codebook the codec accepts (token indices are stored as u16).
+pub const MAX_CODEBOOK: usize = 1 << 16;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    path: String,
+    sha256: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrior {
+    kind: String,
+    path: String,
+    sha256: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPixels {
+    mean: [f32; 3],
+    std: [f32; 3],
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    kind: String,
+    levels: u8,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    format: String,
+    format_version: u32,
+    name: String,
+    version: String,
+    codebook_size: usize,
+    downsample: u32,
+    pixels: RawPixels,
+    schedule: RawSchedule,
+    tokenizer_encoder: RawFile,
+    tokenizer_decoder: RawFile,
+    prior: RawPrior,
+}
+
+/// A file of the bundle, checked against its hash.
+#[derive(Debug, Clone)]
+pub struct BundleFile {
+    pub path: PathBuf,
+    pub sha256: String,
+}
+
+/// A loaded and verified model bundle.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub name: String,
+    pub version: String,
+    pub codebook_size: usize,
+    pub downsample: u32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    pub schedule: Schedule,
+    pub tokenizer_encoder: BundleFile,
+    pub tokenizer_decoder: BundleFile,
+    pub prior_kind: String,
+    pub prior: BundleFile,
+    pub model_id: ModelId,
+}
+
+/// SHA-256 of a file, as lower-case hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(hex(&Sha256::digest(&bytes)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Bundle {
+    /// Loads the bundle in `dir` and verifies it.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_owned();
+        let manifest_path = dir.join(MANIFEST);
+        let text = std::fs::read_to_string(&manifest_path).map_err(|source| Error::Io {
+            path: manifest_path.clone(),
+            source,
+        })?;
+        let bad = |field: &str, message: String| Error::Manifest {
+            path: manifest_path.clone(),
+            field: field.to_owned(),
+            message,
+        };
+        let raw: RawManifest = toml::from_str(&text).map_err(|e| {
+            let field = e
+                .span()
+                .map(|s| text[s].lines().next().unwrap_or("").trim().to_owned())
+                .unwrap_or_default();
+            bad(&field, e.message().to_owned())
+        })?;
+        if raw.format != "uigc-bundle" {
+            return Err(bad(
+                "format",
+                format!("'{}' is not \"uigc-bundle\"", raw.format),
+            ));
+        }
+        if raw.format_version != FORMAT_VERSION {
+            return Err(bad(
+                "format_version",
+                format!(
+                    "{} is not supported (this build reads {FORMAT_VERSION})",
+                    raw.format_version
+                ),
+            ));
+        }
+        if !(2..=MAX_CODEBOOK).contains(&raw.codebook_size) {
+            return Err(bad(
+                "codebook_size",
+                format!("{} is outside 2..={MAX_CODEBOOK}", raw.codebook_size),
+            ));
+        }
+        if raw.downsample != 16 {
+            return Err(bad(
+                "downsample",
+                format!("{} is not supported (only 16)", raw.downsample),
+            ));
+        }
+        for (i, (&m, &s)) in raw.pixels.mean.iter().zip(&raw.pixels.std).enumerate() {
+            if !m.is_finite() {
+                return Err(bad("pixels.mean", format!("entry {i} is not finite")));
+            }
+            if !(s.is_finite() && s > 0.0) {
+                return Err(bad(
+                    "pixels.std",
+                    format!("entry {i} must be finite and > 0"),
+                ));
+            }
+        }
+        if raw.schedule.kind != SCHEDULE_KIND_INTERLEAVE {
+            return Err(bad(
+                "schedule.kind",
+                format!(
+                    "'{}' is unknown (supported: \"{SCHEDULE_KIND_INTERLEAVE}\")",
+                    raw.schedule.kind
+                ),
+            ));
+        }
+        let schedule = Schedule::new(raw.schedule.levels).ok_or_else(|| {
+            bad(
+                "schedule.levels",
+                format!("{} is outside 1..=6", raw.schedule.levels),
+            )
+        })?;
+
+        let check_file = |field: &str, path: &str, sha: &str| -> Result<BundleFile> {
+            let rel = Path::new(path);
+            if path.is_empty()
+                || rel.is_absolute()
+                || rel.components().any(|c| !matches!(c, Component::Normal(_)))
+            {
+                return Err(bad(
+                    &format!("{field}.path"),
+                    format!("'{path}' must be a relative path inside the bundle"),
+                ));
+            }
+            let sha = sha.to_ascii_lowercase();
+            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad(
+                    &format!("{field}.sha256"),
+                    "must be 64 hexadecimal digits".into(),
+                ));
+            }
+            let full = dir.join(rel);
+            let actual = sha256_file(&full)?;
+            if actual != sha {
+                return Err(Error::HashMismatch {
+                    path: full,
+                    field: format!("{field}.sha256"),
+                    expected: sha,
+                    actual,
+                });
+            }
+            Ok(BundleFile {
+                path: full,
+                sha256: actual,
+            })
+        };
+        let enc = check_file(
+            "tokenizer_encoder",
+            &raw.tokenizer_encoder.path,
+            &raw.tokenizer_encoder.sha256,
+        )?;
+        let dec = check_file(
+            "tokenizer_decoder",
+            &raw.tokenizer_decoder.path,
+            &raw.tokenizer_decoder.sha256,
+        )?;
+        let prior = check_file("prior", &raw.prior.path, &raw.prior.sha256)?;
+
+        let id_text = format!(
+            "uigc-model\n{}\n{}\n{}:{}\n{:?}\n{:?}\n{}\n{}\n{}:{}\n",
+            raw.codebook_size,
+            raw.downsample,
+            raw.schedule.kind,
+            raw.schedule.levels,
+            raw.pixels.mean,
+            raw.pixels.std,
+            enc.sha256,
+            dec.sha256,
+            raw.prior.kind,
+            prior.sha256
+        );
+        let digest = Sha256::digest(id_text.as_bytes());
+        let model_id = ModelId([digest[0], digest[1], digest[2], digest[3]]);
+
+        Ok(Self {
+            dir,
+            name: raw.name,
+            version: raw.version,
+            codebook_size: raw.codebook_size,
+            downsample: raw.downsample,
+            mean: raw.pixels.mean,
+            std: raw.pixels.std,
+            schedule,
+            tokenizer_encoder: enc,
+            tokenizer_decoder: dec,
+            prior_kind: raw.prior.kind,
+            prior,
+            model_id,
+        })
+    }
+}

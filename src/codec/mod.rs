@@ -1,0 +1,187 @@
+//! The uigc codec core: model bundles, tokenizer (ONNX Runtime), stage schedule, integer prior,
+//! range coding and the packet format. Free of GStreamer types: the CLI, the GStreamer elements
+//! and the benchmarks are thin shells around [`Model`].
+
+pub mod bitstream;
+pub mod bundle;
+pub mod entropy;
+pub mod error;
+pub mod frame;
+pub mod prior;
+pub mod runtime;
+pub mod schedule;
+pub mod tokenizer;
+pub mod tokens;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub use bitstream::{Header, ModelId};
+pub use bundle::Bundle;
+pub use error::{Error, PacketError, Result};
+pub use frame::RgbImage;
+pub use prior::TokenGrid;
+pub use runtime::{ExecutionProvider, RuntimeOptions};
+pub use tokens::{DecodedTokens, EncodedPacket, FrameParams, TokenCodec};
+
+/// Name of the model every command uses unless told otherwise.
+pub const DEFAULT_MODEL_NAME: &str = "uigc-small";
+
+/// Where the default model is looked for: `UIGC_MODEL`, the source tree's `models/` (for a
+/// build run from its checkout), then the system-wide install location.
+pub fn default_model_candidates() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(v) = std::env::var_os("UIGC_MODEL").filter(|v| !v.is_empty()) {
+        out.push(PathBuf::from(v));
+        return out;
+    }
+    out.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models")
+            .join(DEFAULT_MODEL_NAME),
+    );
+    out.push(Path::new("/usr/local/share/uigc/models").join(DEFAULT_MODEL_NAME));
+    out.push(Path::new("/usr/share/uigc/models").join(DEFAULT_MODEL_NAME));
+    out
+}
+
+/// The default model directory, or an error listing where it was looked for.
+pub fn default_model_dir() -> Result<PathBuf> {
+    let candidates = default_model_candidates();
+    candidates
+        .iter()
+        .find(|p| p.join(bundle::MANIFEST).is_file())
+        .cloned()
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "no default model found (looked in {}); pass a model directory",
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+}
+
+/// The token codec of a bundle (prior + schedule + model id): no ONNX Runtime needed.
+pub fn token_codec(bundle: &Bundle) -> Result<TokenCodec> {
+    let prior = prior::load_prior(&bundle.prior_kind, &bundle.prior.path, bundle.codebook_size)?;
+    Ok(TokenCodec::new(bundle.model_id, bundle.schedule, prior))
+}
+
+/// Wall-clock time of the two halves of a frame.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    /// Tokenizer network (encoder or decoder).
+    pub network: Duration,
+    /// Prior + entropy coding.
+    pub coding: Duration,
+}
+
+/// One encoded frame.
+#[derive(Debug, Clone)]
+pub struct EncodedFrame {
+    pub packet: EncodedPacket,
+    pub tokens: TokenGrid,
+    pub timings: Timings,
+}
+
+impl EncodedFrame {
+    /// Bits per pixel of the whole packet (header included).
+    pub fn bpp(&self) -> f64 {
+        let h = &self.packet.header;
+        self.packet.bytes.len() as f64 * 8.0 / (h.width as f64 * h.height as f64)
+    }
+}
+
+/// One decoded frame.
+#[derive(Debug, Clone)]
+pub struct DecodedFrame {
+    pub image: RgbImage,
+    pub tokens: DecodedTokens,
+    pub timings: Timings,
+}
+
+/// A loaded model: bundle, tokenizer sessions and token codec.
+pub struct Model {
+    bundle: Bundle,
+    tokenizer: tokenizer::Tokenizer,
+    codec: TokenCodec,
+}
+
+impl Model {
+    /// Loads and verifies the bundle in `dir` and opens its networks.
+    pub fn load(dir: impl AsRef<Path>, opts: &RuntimeOptions) -> Result<Self> {
+        let bundle = Bundle::load(dir)?;
+        let codec = token_codec(&bundle)?;
+        let tokenizer = tokenizer::Tokenizer::load(&bundle, opts)?;
+        Ok(Self {
+            bundle,
+            tokenizer,
+            codec,
+        })
+    }
+
+    pub fn bundle(&self) -> &Bundle {
+        &self.bundle
+    }
+
+    pub fn model_id(&self) -> ModelId {
+        self.bundle.model_id
+    }
+
+    /// The execution provider that runs the pixel networks.
+    pub fn provider(&self) -> ExecutionProvider {
+        self.tokenizer.provider()
+    }
+
+    pub fn token_codec(&mut self) -> &mut TokenCodec {
+        &mut self.codec
+    }
+
+    /// Image -> tokens (no entropy coding).
+    pub fn tokenize(&mut self, image: &RgbImage) -> Result<TokenGrid> {
+        self.tokenizer.encode(image)
+    }
+
+    /// Tokens -> image of the given size.
+    pub fn detokenize(&mut self, grid: &TokenGrid, width: u32, height: u32) -> Result<RgbImage> {
+        self.tokenizer.decode(grid, width, height)
+    }
+
+    /// Encodes one frame into one packet.
+    pub fn encode(&mut self, image: &RgbImage, params: FrameParams) -> Result<EncodedFrame> {
+        let t0 = Instant::now();
+        let tokens = self.tokenizer.encode(image)?;
+        let t1 = Instant::now();
+        let packet = self
+            .codec
+            .encode(&tokens, image.width, image.height, params)?;
+        Ok(EncodedFrame {
+            packet,
+            tokens,
+            timings: Timings {
+                network: t1 - t0,
+                coding: t1.elapsed(),
+            },
+        })
+    }
+
+    /// Decodes one packet into a frame.
+    pub fn decode(&mut self, packet: &[u8]) -> Result<DecodedFrame> {
+        let t0 = Instant::now();
+        let tokens = self.codec.decode(packet)?;
+        let t1 = Instant::now();
+        let (w, h) = (tokens.header.width, tokens.header.height);
+        let image = self.tokenizer.decode(&tokens.grid, w, h)?;
+        Ok(DecodedFrame {
+            image,
+            tokens,
+            timings: Timings {
+                network: t1.elapsed(),
+                coding: t1 - t0,
+            },
+        })
+    }
+}

@@ -1,0 +1,157 @@
+//! The VQ tokenizer: two ONNX graphs (encoder: image -> indices, decoder: indices -> image).
+//! The pixel networks may run in floats on any provider; only their integer output (token
+//! indices) feeds the entropy coder.
+
+use ndarray::{Array3, Array4};
+use ort::session::Session;
+use ort::value::TensorRef;
+
+use super::bundle::Bundle;
+use super::error::{Error, Result};
+use super::frame::RgbImage;
+use super::prior::TokenGrid;
+use super::runtime::{open_session, ExecutionProvider, RuntimeOptions};
+
+/// The two tokenizer sessions of a bundle.
+pub struct Tokenizer {
+    encoder: Session,
+    decoder: Session,
+    mean: [f32; 3],
+    std: [f32; 3],
+    codebook_size: usize,
+    provider: ExecutionProvider,
+}
+
+fn check_io(session: &Session, network: &'static str, input: &str, output: &str) -> Result<()> {
+    let has_in = session.inputs().iter().any(|o| o.name() == input);
+    let has_out = session.outputs().iter().any(|o| o.name() == output);
+    if !has_in || !has_out {
+        return Err(Error::Contract {
+            network,
+            message: format!(
+                "inputs {:?} / outputs {:?} (expected input '{input}', output '{output}')",
+                session
+                    .inputs()
+                    .iter()
+                    .map(|o| o.name())
+                    .collect::<Vec<_>>(),
+                session
+                    .outputs()
+                    .iter()
+                    .map(|o| o.name())
+                    .collect::<Vec<_>>()
+            ),
+        });
+    }
+    Ok(())
+}
+
+impl Tokenizer {
+    pub fn load(bundle: &Bundle, opts: &RuntimeOptions) -> Result<Self> {
+        let (encoder, provider) = open_session(&bundle.tokenizer_encoder.path, opts)?;
+        // The decoder runs on the provider the encoder got (auto resolves once).
+        let dec_opts = RuntimeOptions {
+            provider,
+            ..opts.clone()
+        };
+        let (decoder, _) = open_session(&bundle.tokenizer_decoder.path, &dec_opts)?;
+        check_io(&encoder, "tokenizer encoder", "image", "indices")?;
+        check_io(&decoder, "tokenizer decoder", "indices", "image")?;
+        Ok(Self {
+            encoder,
+            decoder,
+            mean: bundle.mean,
+            std: bundle.std,
+            codebook_size: bundle.codebook_size,
+            provider,
+        })
+    }
+
+    /// The execution provider that runs the networks.
+    pub fn provider(&self) -> ExecutionProvider {
+        self.provider
+    }
+
+    /// Image -> token grid (`ceil(H/16)` x `ceil(W/16)`).
+    pub fn encode(&mut self, image: &RgbImage) -> Result<TokenGrid> {
+        let (rows, cols) = image.grid();
+        let (ph, pw, data) = image.to_padded_tensor(self.mean, self.std);
+        let input = Array4::from_shape_vec((1, 3, ph, pw), data)
+            .map_err(|e| Error::Image(e.to_string()))?;
+        let infer = |e: ort::Error| Error::Inference {
+            network: "tokenizer encoder",
+            message: e.to_string(),
+        };
+        let tensor = TensorRef::from_array_view(&input).map_err(infer)?;
+        let outputs = self
+            .encoder
+            .run(ort::inputs!["image" => tensor])
+            .map_err(infer)?;
+        let indices =
+            outputs["indices"]
+                .try_extract_array::<i64>()
+                .map_err(|e| Error::Contract {
+                    network: "tokenizer encoder",
+                    message: format!("an 'indices' output that is not int64 ({e})"),
+                })?;
+        if indices.shape() != [1, rows, cols] {
+            return Err(Error::Contract {
+                network: "tokenizer encoder",
+                message: format!(
+                    "indices of shape {:?} for a {pw}x{ph} input (expected [1, {rows}, {cols}])",
+                    indices.shape()
+                ),
+            });
+        }
+        let k = self.codebook_size as i64;
+        let mut tokens = Vec::with_capacity(rows * cols);
+        for &v in indices.iter() {
+            if !(0..k).contains(&v) {
+                return Err(Error::Contract {
+                    network: "tokenizer encoder",
+                    message: format!("index {v} outside the codebook of {k}"),
+                });
+            }
+            tokens.push(v as u16);
+        }
+        Ok(TokenGrid::new(rows, cols, tokens))
+    }
+
+    /// Token grid -> image of `width` x `height` (cropped from the padded reconstruction).
+    pub fn decode(&mut self, grid: &TokenGrid, width: u32, height: u32) -> Result<RgbImage> {
+        let input = Array3::from_shape_vec(
+            (1, grid.rows, grid.cols),
+            grid.tokens.iter().map(|&t| t as i64).collect(),
+        )
+        .map_err(|e| Error::Image(e.to_string()))?;
+        let infer = |e: ort::Error| Error::Inference {
+            network: "tokenizer decoder",
+            message: e.to_string(),
+        };
+        let tensor = TensorRef::from_array_view(&input).map_err(infer)?;
+        let outputs = self
+            .decoder
+            .run(ort::inputs!["indices" => tensor])
+            .map_err(infer)?;
+        let image = outputs["image"]
+            .try_extract_array::<f32>()
+            .map_err(|e| Error::Contract {
+                network: "tokenizer decoder",
+                message: format!("an 'image' output that is not float32 ({e})"),
+            })?;
+        let (ph, pw) = (grid.rows * 16, grid.cols * 16);
+        if image.shape() != [1, 3, ph, pw] {
+            return Err(Error::Contract {
+                network: "tokenizer decoder",
+                message: format!(
+                    "an image of shape {:?} for a {}x{} grid (expected [1, 3, {ph}, {pw}])",
+                    image.shape(),
+                    grid.rows,
+                    grid.cols
+                ),
+            });
+        }
+        let flat: Vec<f32> = image.iter().copied().collect();
+        RgbImage::from_padded_tensor(&flat, ph, pw, width, height, self.mean, self.std)
+    }
+}

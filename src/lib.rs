@@ -1,0 +1,3 @@
+//! uigc: ultra-low-bitrate image coding. The codec core lives in [`codec`].
+
+pub mod codec;
