@@ -6,8 +6,7 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 use gstuigc::codec::{
-    self, bitstream, default_model_dir, ExecutionProvider, FrameParams, Model, RgbImage,
-    RuntimeOptions,
+    bitstream, default_model_dir, ExecutionProvider, FrameParams, Model, RgbImage, RuntimeOptions,
 };
 
 /// uigc: ultra-low-bitrate image coding with a VQ tokenizer and a multi-stage prior.
@@ -29,14 +28,33 @@ struct ModelArgs {
     model: Option<PathBuf>,
     /// Execution provider for the tokenizer networks: cpu, cuda, tensorrt or auto
     /// (a requested GPU provider that is unavailable is an error, never a silent CPU fallback)
-    #[arg(long, value_name = "EP", default_value = "cpu")]
-    ep: String,
+    #[arg(long, value_name = "EP", value_enum, default_value_t = Ep::Cpu)]
+    ep: Ep,
     /// Threads for the tokenizer networks (0 = ONNX Runtime's default)
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
     /// Path of libonnxruntime.so [default: UIGC_ORT_LIBRARY, ORT_DYLIB_PATH, setup's location]
     #[arg(long, value_name = "FILE")]
     ort_lib: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Ep {
+    Cpu,
+    Cuda,
+    Tensorrt,
+    Auto,
+}
+
+impl From<Ep> for ExecutionProvider {
+    fn from(e: Ep) -> Self {
+        match e {
+            Ep::Cpu => Self::Cpu,
+            Ep::Cuda => Self::Cuda,
+            Ep::Tensorrt => Self::TensorRt,
+            Ep::Auto => Self::Auto,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -77,16 +95,16 @@ enum Command {
     },
 }
 
-fn runtime_options(m: &ModelArgs) -> codec::Result<RuntimeOptions> {
-    Ok(RuntimeOptions {
+fn runtime_options(m: &ModelArgs) -> RuntimeOptions {
+    RuntimeOptions {
         library: m.ort_lib.clone(),
-        provider: m.ep.parse::<ExecutionProvider>()?,
+        provider: m.ep.into(),
         threads: m.threads,
-    })
+    }
 }
 
 fn load_model(m: &ModelArgs) -> Result<Model, String> {
-    let opts = runtime_options(m).map_err(|e| e.to_string())?;
+    let opts = runtime_options(m);
     let dir = match &m.model {
         Some(d) => d.clone(),
         None => default_model_dir().map_err(|e| e.to_string())?,

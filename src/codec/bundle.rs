@@ -97,6 +97,24 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex(&Sha256::digest(&bytes)))
 }
 
+/// The dotted key (`table.key`) of the manifest line holding byte `offset`.
+fn field_at(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = line.split('=').next().unwrap_or("").trim();
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+    match table {
+        Some(t) if !key.is_empty() && !line.trim_start().starts_with('[') => format!("{t}.{key}"),
+        _ => key.to_owned(),
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -118,7 +136,7 @@ impl Bundle {
         let raw: RawManifest = toml::from_str(&text).map_err(|e| {
             let field = e
                 .span()
-                .map(|s| text[s].lines().next().unwrap_or("").trim().to_owned())
+                .map(|s| field_at(&text, s.start))
                 .unwrap_or_default();
             bad(&field, e.message().to_owned())
         })?;
@@ -175,6 +193,17 @@ impl Bundle {
                 format!("{} is outside 1..=6", raw.schedule.levels),
             )
         })?;
+
+        if !super::prior::KNOWN_KINDS.contains(&raw.prior.kind.as_str()) {
+            return Err(bad(
+                "prior.kind",
+                format!(
+                    "'{}' is not supported by this build (known: {})",
+                    raw.prior.kind,
+                    super::prior::KNOWN_KINDS.join(", ")
+                ),
+            ));
+        }
 
         let check_file = |field: &str, path: &str, sha: &str| -> Result<BundleFile> {
             let rel = Path::new(path);

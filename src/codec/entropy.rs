@@ -122,38 +122,36 @@ impl TokenEncoder {
             // Nothing encoded.
             return Vec::new();
         }
+        // Any point in [lower, lower + range) identifies the final interval, and the decoder
+        // completes the point with zero bits. `upper` may exceed 2^64 (a pending carry).
+        let lower = state.lower() as u128;
+        let upper = lower + state.range().get() as u128;
         match situation {
-            EncoderSituation::Normal => {
-                // Any point in [lower, lower + range) identifies the interval; the decoder
-                // completes the point with zero bits. Pick the 32-bit head with the most
-                // trailing zeros among those whose zero-completion lies in the interval.
-                let lower = state.lower() as u128;
-                let upper = lower + state.range().get() as u128; // exclusive, may exceed 2^64
+            EncoderSituation::Inverted(pending, first) if upper > 1 << 64 => {
+                // Take the point 2^64: the carry resolves the held-back words to
+                // `first + 1, 0, 0, ...` and the final word is zero.
+                words.push(first.wrapping_add(1));
+                words.extend(std::iter::repeat_n(0, pending.get() - 1));
+            }
+            situation => {
+                if let EncoderSituation::Inverted(pending, first) = situation {
+                    // No carry: the held-back words resolve to `first, MAX, MAX, ...`.
+                    words.push(first);
+                    words.extend(std::iter::repeat_n(u32::MAX, pending.get() - 1));
+                }
+                // Without carry `upper <= 2^64`: the 32-bit head with the most trailing
+                // zeros whose zero completion lies in the interval.
                 let lo = lower.div_ceil(1 << 32);
                 let hi = (upper - 1) >> 32;
-                let mut head = lo;
-                for bits in (0..=32).rev() {
-                    let step = 1u128 << bits;
-                    let cand = lo.div_ceil(step) * step;
-                    if cand <= hi {
-                        head = cand;
-                        break;
-                    }
-                }
-                if head >= 1 << 32 {
-                    // The interval reaches past 2^64 and the best point is the carry itself:
-                    // fall back to constriction's own termination.
-                    let coder = DefaultRangeEncoder::from_raw_parts(words, state, situation);
-                    return words_to_bytes(coder.into_compressed().unwrap_or_default());
-                }
+                let head = (0..=32u32)
+                    .rev()
+                    .map(|bits| lo.div_ceil(1 << bits) << bits)
+                    .find(|&cand| cand <= hi)
+                    .expect("range >= 2^32 holds a multiple of 2^32");
                 words.push(head as u32);
-                words_to_bytes(words)
-            }
-            EncoderSituation::Inverted(..) => {
-                let coder = DefaultRangeEncoder::from_raw_parts(words, state, situation);
-                words_to_bytes(coder.into_compressed().unwrap_or_default())
             }
         }
+        words_to_bytes(words)
     }
 }
 
@@ -254,7 +252,7 @@ mod tests {
                     .collect();
                 let mut t = Vec::new();
                 quantize_weights(&w, &mut t);
-                let s = if lcg(&mut seed) % 4 == 0 {
+                let s = if lcg(&mut seed).is_multiple_of(4) {
                     lcg(&mut seed) as usize % k
                 } else {
                     peak
@@ -273,6 +271,40 @@ mod tests {
             let mut dec = TokenDecoder::new(&bytes).unwrap();
             for (t, &s) in tables.iter().zip(&symbols) {
                 assert_eq!(dec.decode(t).unwrap(), s);
+            }
+        }
+    }
+
+    /// Many short messages hit every termination path (normal, pending carry resolved up or
+    /// down); each must decode and cost at most a byte over the ideal length plus one bit.
+    #[test]
+    fn termination_is_exact_and_tight() {
+        let mut seed = 99u64;
+        for _ in 0..4000 {
+            let n = 1 + lcg(&mut seed) as usize % 24;
+            let mut enc = TokenEncoder::new();
+            let mut msgs = Vec::new();
+            for _ in 0..n {
+                let k = 2 + lcg(&mut seed) as usize % 40;
+                let w: Vec<u32> = (0..k)
+                    .map(|_| 1 + (lcg(&mut seed) >> (lcg(&mut seed) % 31)))
+                    .collect();
+                let mut t = Vec::new();
+                quantize_weights(&w, &mut t);
+                let s = lcg(&mut seed) as usize % k;
+                enc.encode(s, &t).unwrap();
+                msgs.push((t, s));
+            }
+            let ideal = enc.ideal_bits();
+            let bytes = enc.finish();
+            assert!(
+                (bytes.len() * 8) as f64 <= ideal + 9.0,
+                "{} bits vs {ideal}",
+                bytes.len() * 8
+            );
+            let mut dec = TokenDecoder::new(&bytes).unwrap();
+            for (t, s) in &msgs {
+                assert_eq!(dec.decode(t).unwrap(), *s);
             }
         }
     }

@@ -85,6 +85,9 @@ pub trait Prior: Send {
 /// Prior kind name of [`UnigramPrior`].
 pub const UNIGRAM: &str = "unigram";
 
+/// Prior kinds this build can run.
+pub const KNOWN_KINDS: &[&str] = &[UNIGRAM];
+
 /// A stand-in prior: one fixed frequency table for every position and stage.
 ///
 /// File format (`prior.bin`): magic `UGP1`, `u32` K, K `u32` weights, little-endian.

