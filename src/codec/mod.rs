@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod entropy;
 pub mod error;
 pub mod frame;
+pub mod intprior;
 pub mod prior;
 pub mod runtime;
 pub mod schedule;
@@ -65,9 +66,25 @@ pub fn default_model_dir() -> Result<PathBuf> {
 }
 
 /// The token codec of a bundle (prior + schedule + model id): no ONNX Runtime needed.
-pub fn token_codec(bundle: &Bundle) -> Result<TokenCodec> {
-    let prior = prior::load_prior(&bundle.prior_kind, &bundle.prior.path, bundle.codebook_size)?;
+/// `threads` = worker threads of the prior (0 = all cores); packets never depend on it.
+pub fn token_codec_with_threads(bundle: &Bundle, threads: usize) -> Result<TokenCodec> {
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let prior = prior::load_prior(
+        &bundle.prior_kind,
+        &bundle.prior.path,
+        bundle.codebook_size,
+        bundle.schedule.num_stages(),
+        threads,
+    )?;
     Ok(TokenCodec::new(bundle.model_id, bundle.schedule, prior))
+}
+
+/// [`token_codec_with_threads`] on all cores.
+pub fn token_codec(bundle: &Bundle) -> Result<TokenCodec> {
+    token_codec_with_threads(bundle, 0)
 }
 
 /// Wall-clock time of the two halves of a frame.
@@ -114,7 +131,7 @@ impl Model {
     /// Loads and verifies the bundle in `dir` and opens its networks.
     pub fn load(dir: impl AsRef<Path>, opts: &RuntimeOptions) -> Result<Self> {
         let bundle = Bundle::load(dir)?;
-        let codec = token_codec(&bundle)?;
+        let codec = token_codec_with_threads(&bundle, opts.threads)?;
         let tokenizer = tokenizer::Tokenizer::load(&bundle, opts)?;
         Ok(Self {
             bundle,

@@ -72,6 +72,9 @@ pub trait Prior: Send {
     /// Codebook size K of the tables it returns.
     fn codebook_size(&self) -> usize;
 
+    /// Forgets per-frame state; called before the first stage of every frame.
+    fn reset(&mut self) {}
+
     /// Tables for the positions `plan.stages[stage]` (in that order). Only the tokens of
     /// positions in stages `< stage` may be read from `grid`; the others hold arbitrary values.
     fn stage_tables(
@@ -86,7 +89,7 @@ pub trait Prior: Send {
 pub const UNIGRAM: &str = "unigram";
 
 /// Prior kinds this build can run.
-pub const KNOWN_KINDS: &[&str] = &[UNIGRAM];
+pub const KNOWN_KINDS: &[&str] = &[UNIGRAM, super::intprior::KIND];
 
 /// A stand-in prior: one fixed frequency table for every position and stage.
 ///
@@ -152,14 +155,28 @@ impl Prior for UnigramPrior {
     }
 }
 
-/// Loads the prior a bundle names.
-pub fn load_prior(kind: &str, path: &Path, codebook_size: usize) -> Result<Box<dyn Prior>> {
+/// Loads the prior a bundle names. `threads` is the number of worker threads of priors that
+/// use them (results never depend on it).
+pub fn load_prior(
+    kind: &str,
+    path: &Path,
+    codebook_size: usize,
+    stages: usize,
+    threads: usize,
+) -> Result<Box<dyn Prior>> {
     match kind {
         UNIGRAM => Ok(Box::new(UnigramPrior::load(path, codebook_size)?)),
+        super::intprior::KIND => Ok(Box::new(super::intprior::IntPrior::load(
+            path,
+            codebook_size,
+            stages,
+            threads,
+        )?)),
         other => Err(Error::PriorFile {
             path: path.to_owned(),
             message: format!(
-                "prior kind '{other}' is not supported by this build (known: {UNIGRAM})"
+                "prior kind '{other}' is not supported by this build (known: {})",
+                KNOWN_KINDS.join(", ")
             ),
         }),
     }

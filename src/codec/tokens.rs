@@ -102,6 +102,7 @@ impl TokenCodec {
             )));
         }
         let plan = self.schedule.plan(grid.rows, grid.cols);
+        self.prior.reset();
         let mut header = Header {
             version: VERSION,
             flags: 0,
@@ -182,6 +183,7 @@ impl TokenCodec {
             }
             .into());
         }
+        self.prior.reset();
         let mut grid = TokenGrid::zeros(rows, cols);
         let mut coded = vec![false; rows * cols];
         let mut dec = TokenDecoder::new(packet.payload)?;

@@ -1,0 +1,84 @@
+"""Bundles in the repository follow docs/bundle.md (manifest, hashes, prior.bin, ONNX I/O contract)."""
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import MODELS_DIR, REPO_ROOT
+from uigc_models.bundle import read_manifest, read_prior_bin, sha256_file, verify_bundle_hashes
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+BUNDLES = sorted(
+    [d for d in glob.glob(os.path.join(REPO_ROOT, "tests", "data", "tiny-model*")) if os.path.isdir(d)]
+    + [os.path.dirname(p) for p in glob.glob(os.path.join(MODELS_DIR, "*", "manifest.toml"))])
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=[os.path.basename(b) for b in BUNDLES])
+def test_bundle(bundle):
+    m = verify_bundle_hashes(bundle)
+    assert m["format"] == "uigc-bundle" and m["format_version"] == 1
+    assert m["downsample"] == 16
+    k = m["codebook_size"]
+    assert m["prior"]["kind"] == "unigram"
+    w = read_prior_bin(os.path.join(bundle, m["prior"]["path"]))
+    assert len(w) == k and (w >= 1).all()
+    assert len(m["pixels"]["mean"]) == 3 and len(m["pixels"]["std"]) == 3
+    assert m["schedule"]["kind"] == "interleave2x2"
+    for sec in ("tokenizer_encoder", "tokenizer_decoder"):
+        mo = onnx.load(os.path.join(bundle, m[sec]["path"]))
+        assert any(o.domain in ("", "ai.onnx") and o.version >= 17 for o in mo.opset_import)
+    enc = ort.InferenceSession(os.path.join(bundle, m["tokenizer_encoder"]["path"]), providers=["CPUExecutionProvider"])
+    dec = ort.InferenceSession(os.path.join(bundle, m["tokenizer_decoder"]["path"]), providers=["CPUExecutionProvider"])
+    assert [i.name for i in enc.get_inputs()] == ["image"] and [o.name for o in enc.get_outputs()] == ["indices"]
+    assert [i.name for i in dec.get_inputs()] == ["indices"] and [o.name for o in dec.get_outputs()] == ["image"]
+    rng = np.random.default_rng(0)
+    for h, w_ in ((16, 16), (32, 48), (64, 32)):
+        x = rng.uniform(-1, 1, (1, 3, h, w_)).astype(np.float32)
+        idx = enc.run(None, {"image": x})[0]
+        assert idx.dtype == np.int64 and idx.shape == (1, h // 16, w_ // 16)
+        assert idx.min() >= 0 and idx.max() < k
+        y = dec.run(None, {"indices": idx})[0]
+        assert y.dtype == np.float32 and y.shape == (1, 3, h, w_)
+    gdir = os.path.join(bundle, "golden")
+    if os.path.isdir(gdir):
+        from PIL import Image
+        g = json.load(open(os.path.join(gdir, "golden.json")))
+        a = np.asarray(Image.open(os.path.join(gdir, g["input"])).convert("RGB"))
+        x = ((a.astype(np.float32) / 255.0 - np.array(m["pixels"]["mean"], np.float32))
+             / np.array(m["pixels"]["std"], np.float32)).transpose(2, 0, 1)[None].copy()
+        idx = enc.run(None, {"image": x})[0]
+        ref = np.fromfile(os.path.join(gdir, g["indices"]), "<i8").reshape(g["indices_shape"])
+        assert (idx == ref).all()
+        y = dec.run(None, {"indices": ref})[0]
+        yref = np.fromfile(os.path.join(gdir, g["decoded"]), "<f4").reshape(g["decoded_shape"])
+        assert np.abs(y - yref).max() < 1e-4
+
+
+def test_tiny_models_differ():
+    a = os.path.join(REPO_ROOT, "tests", "data", "tiny-model")
+    b = os.path.join(REPO_ROOT, "tests", "data", "tiny-model-b")
+    if not (os.path.isdir(a) and os.path.isdir(b)):
+        pytest.skip("tests/data/tiny-model{,-b} missing: run python models/make_test_models.py")
+    ma, mb = read_manifest(a), read_manifest(b)
+    assert ma["tokenizer_encoder"]["sha256"] != mb["tokenizer_encoder"]["sha256"]
+    assert ma["tokenizer_decoder"]["sha256"] != mb["tokenizer_decoder"]["sha256"]
+    for d in (a, b):
+        for f in ("tokenizer_encoder.onnx", "tokenizer_decoder.onnx", "prior.bin"):
+            assert os.path.getsize(os.path.join(d, f)) < 200_000
+
+
+def test_make_test_models_is_deterministic(tmp_path):
+    import subprocess
+    import sys
+    subprocess.check_call([sys.executable, os.path.join(MODELS_DIR, "make_test_models.py"), "--out-root", str(tmp_path)])
+    for name in ("tiny-model", "tiny-model-b"):
+        ref = os.path.join(REPO_ROOT, "tests", "data", name)
+        if not os.path.isdir(ref):
+            pytest.skip("tests/data/tiny-model missing")
+        for f in ("tokenizer_encoder.onnx", "tokenizer_decoder.onnx", "prior.bin", "manifest.toml",
+                  "golden/indices.i64le"):
+            assert sha256_file(os.path.join(tmp_path, name, f)) == sha256_file(os.path.join(ref, f)), (name, f)

@@ -1,0 +1,24 @@
+"""python -m uigc_models <step> [args]: prepare | train | reduce | export | evaluate | lpips."""
+import sys
+
+STEPS = {
+    "prepare": ("uigc_models.data", ["prepare"]),
+    "train": ("uigc_models.train", []),
+    "reduce": ("uigc_models.reduce_codebook", []),
+    "export": ("uigc_models.export", []),
+    "evaluate": ("uigc_models.evaluate", []),
+    "lpips": ("uigc_models.lpips", []),
+}
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in STEPS:
+        print(__doc__)
+        return 2
+    import importlib
+    mod, pre = STEPS[sys.argv[1]]
+    return importlib.import_module(mod).main(pre + sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
