@@ -23,7 +23,7 @@ fn run(cmd: &mut Command) -> (bool, String, String) {
 fn help_is_complete() {
     let (ok, out, _) = run(uigc().arg("--help"));
     assert!(ok);
-    for word in ["encode", "decode", "info"] {
+    for word in ["encode", "decode", "tokens", "info"] {
         assert!(out.contains(word), "--help lacks {word}");
     }
     for (sub, flags) in [
@@ -35,13 +35,25 @@ fn help_is_complete() {
                 "--ep",
                 "--threads",
                 "--ort-lib",
-                "--stages",
+                "--keep",
+                "--extra",
+                "--max-bytes",
+                "--stream-id",
+                "--frame",
             ][..],
         ),
         (
             "decode",
-            &["--output", "--model", "--ep", "--threads", "--ort-lib"][..],
+            &[
+                "--output",
+                "--model",
+                "--ep",
+                "--threads",
+                "--ort-lib",
+                "--regen",
+            ][..],
         ),
+        ("tokens", &["--model", "--regen", "--threads"][..]),
         ("info", &["<INPUT>"][..]),
     ] {
         let (ok, out, _) = run(uigc().args([sub, "--help"]));

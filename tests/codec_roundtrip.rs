@@ -24,7 +24,7 @@ fn all_stages_round_trip_for_many_sizes() {
         let params = FrameParams {
             stream_id: 7,
             frame: i as u32,
-            stages: None,
+            ..Default::default()
         };
         let enc = model.encode(&img, params).unwrap();
         assert_eq!(
@@ -157,7 +157,7 @@ fn golden_packet() {
     let params = FrameParams {
         stream_id: 42,
         frame: 1234,
-        stages: None,
+        ..Default::default()
     };
     let packet_path = golden_dir().join("packet.uigc");
     let tokens_path = golden_dir().join("tokens.u16le");

@@ -261,3 +261,23 @@ def test_golden_reproduced_by_naive_transcription(name):
     rows, cols = g["rows"], g["cols"]
     tok = np.array(g["tokens"]).reshape(rows, cols).tolist()
     assert naive_tables(p, tok, rows, cols) == g["stages"]
+
+
+def test_attach_prior(tmp_path):
+    import shutil
+    from uigc_models.bundle import sha256_file
+    from uigc_models.prior_train import attach_prior
+    src = os.path.join(REPO_ROOT, "tests", "data", "tiny-model")
+    if not os.path.isdir(src):
+        pytest.skip("tests/data/tiny-model missing")
+    b = tmp_path / "bundle"
+    shutil.copytree(src, b)
+    before = (b / "manifest.toml").read_text()
+    attach_prior(str(b), os.path.join(GOLDEN, "prior.bin"))
+    after = (b / "manifest.toml").read_text()
+    sha = sha256_file(str(b / "prior.bin"))
+    assert 'kind = "int-transformer-v1"' in after and f'sha256 = "{sha}"' in after
+    # only the [prior] table changed
+    strip = lambda t: t.split("[prior]")[0]
+    assert strip(before) == strip(after)
+    assert len(before.splitlines()) == len(after.splitlines())

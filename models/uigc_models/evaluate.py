@@ -84,8 +84,14 @@ def main(argv=None) -> int:
             ms = float(ms_ssim(ta, tb, data_range=255.0, size_average=True))
             lpv = float(lp(ta / 127.5 - 1, tb / 127.5 - 1).item())
         bits = float(code_len[idx.ravel()].sum())
+        # colour fidelity: per-channel mean shift (8-bit units) and PSNR of 8x8 block means
+        shift = float(np.abs(a.reshape(-1, 3).mean(0) - rec.reshape(-1, 3).mean(0)).mean())
+        hb, wb = h // 8 * 8, wd // 8 * 8
+        blk = lambda im: im[:hb, :wb].astype(np.float64).reshape(hb // 8, 8, wb // 8, 8, 3).mean((1, 3))
+        lp_mse = float(np.mean((blk(a) - blk(rec)) ** 2))
         r = {"image": os.path.basename(p), "height": h, "width": wd, "tokens": int(idx.size),
              "psnr": psnr_u8(a, rec), "ms_ssim": ms, "lpips_alex": lpv,
+             "color_mean_shift": shift, "psnr_8x8_means": 10 * math.log10(255.0 ** 2 / max(lp_mse, 1e-12)),
              "unique_tokens": int((cnt > 0).sum()), "unigram_bits": bits, "bpp_unigram": bits / (h * wd),
              "bpp_fixed": idx.size * math.log2(k) / (h * wd), "enc_s": te, "dec_s": td}
         rows.append(r)
@@ -101,6 +107,8 @@ def main(argv=None) -> int:
         "mean_ms_ssim": float(np.mean([r["ms_ssim"] for r in rows])),
         "mean_lpips_alex": float(np.mean([r["lpips_alex"] for r in rows])),
         "mean_bpp_unigram": float(np.mean([r["bpp_unigram"] for r in rows])),
+        "mean_color_mean_shift": float(np.mean([r["color_mean_shift"] for r in rows])),
+        "mean_psnr_8x8_means": float(np.mean([r["psnr_8x8_means"] for r in rows])),
         "bpp_fixed_length": math.log2(k) / 256,
         "codebook_usage_kodak": int((all_counts > 0).sum()),
         "codebook_usage_frac": float((all_counts > 0).mean()),

@@ -141,8 +141,8 @@ class PriorNet(nn.Module):
         xk = self.tok[tokens.reshape(B, n)] + self.kstage[st][None]
         xq = self.qstage[st][None].expand(B, n, self.d)
         x = torch.cat([xk, xq], 1)  # [B, 2n, d]
-        maskf = mask.to(x.dtype)[None, None]  # [1, 1, 2n, n]
-        neg = (~mask)[None, None]
+        madd = torch.zeros(mask.shape, dtype=x.dtype).masked_fill(~mask, -1e9)  # [2n, n]
+        has_key = mask.any(1).to(x.dtype)[None, None, :, None]  # rows without keys -> o = 0
         H, dh = self.H, self.dh
         for l, m in enumerate(self.layers):
             sc = self.act_scale[l]
@@ -158,11 +158,9 @@ class PriorNet(nn.Module):
             kh = k.view(B, n, H, dh).transpose(1, 2)
             vh = v.view(B, n, H, dh).transpose(1, 2)
             bias = m.bias.view(H, -1)[:, bidx]  # [H, n, n]
-            bias = torch.cat([bias, bias], 1)[None]
-            s = (qh @ kh.transpose(-1, -2)) / math.sqrt(dh) + bias
-            s = s.masked_fill(neg, -1e9)
-            a = torch.softmax(s, -1) * maskf
-            o = (a @ vh).transpose(1, 2).reshape(B, 2 * n, self.d)
+            am = (torch.cat([bias, bias], 1) + madd)[None]  # [1, H, 2n, n]
+            o = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=am)  # scale 1/sqrt(dh)
+            o = (o * has_key).transpose(1, 2).reshape(B, 2 * n, self.d)
             if self.qat:
                 o = fq(o, sc[3])
             x = x + self._lin(m.wo, o)

@@ -142,7 +142,7 @@ def cmd_train(args):
             break
         if not qat_on and prog >= 1.0 - args.qat_frac:
             model.qat = False
-            model.calibrate([train[i] for i in rng.permutation(len(train))[:48]])
+            model.calibrate([train[i][:32, :32] for i in rng.permutation(len(train))[:48]])
             model.qat = qat_on = True
             log.info(f"QAT on at step {step}: act scales {model.act_scale.tolist()} nf {float(model.nf_scale):.2f}")
         warm = min(1.0, (step + 1) / args.warmup)
@@ -156,7 +156,7 @@ def cmd_train(args):
             loss, _ = model.loss_bits(x, r0, c0)
             n = x.numel()
             (loss * n / (args.batch * x.shape[1] * x.shape[2])).backward()
-            loss_sum += float(loss) * n
+            loss_sum += float(loss.detach()) * n
             tot_tok += n
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -176,6 +176,9 @@ def cmd_train(args):
             last_eval = time.time()
     elapsed += time.time() - t_start
     save(ck_path, model, opt, cfg, step, elapsed, qat_on)
+    log.info(f"saved {ck_path}: step {step}, {elapsed / 60:.1f} min")
+    if args.no_final_eval:
+        return 0
     b, c = eval_float(model, kodak)
     res = {"step": step, "train_minutes": elapsed / 60, "cfg": cfg, "qat": qat_on,
            "kodak_bits_per_token": b.sum() / c.sum(), "kodak_bits_per_stage": (b / np.maximum(c, 1)).tolist(),
@@ -207,7 +210,7 @@ def cmd_export(args):
     if not st.get("qat"):
         assert args.tokens, "a float-only checkpoint needs --tokens to calibrate activation scales"
         train, _ = load_grids(os.path.join(args.tokens, "train.npz"))
-        m.calibrate(train[:48])
+        m.calibrate([g[:32, :32] for g in train[::max(1, len(train) // 48)]])
     p = pm.export_int(m, T_att=args.t_att, T_out=args.t_out)
     data = ref.save_prior(p, args.out)
     print(f"wrote {args.out}: {len(data)} bytes, header "
@@ -330,6 +333,7 @@ def main(argv=None) -> int:
     t.add_argument("--ckpt-every-min", type=float, default=2.0)
     t.add_argument("--eval-every-min", type=float, default=5.0)
     t.add_argument("--eval-grids", type=int, default=8)
+    t.add_argument("--no-final-eval", action="store_true")
     e = sub.add_parser("export")
     e.add_argument("--run", required=True)
     e.add_argument("--out", required=True)

@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 use gstuigc::codec::{
-    bitstream, default_model_dir, ExecutionProvider, FrameParams, Model, RgbImage, RuntimeOptions,
+    self, bitstream, default_model_dir, ExecutionProvider, FrameParams, KeepPolicy, Model,
+    RegenMode, RgbImage, RuntimeOptions,
 };
 
 /// uigc: ultra-low-bitrate image coding with a VQ tokenizer and a multi-stage prior.
@@ -30,7 +31,8 @@ struct ModelArgs {
     /// (a requested GPU provider that is unavailable is an error, never a silent CPU fallback)
     #[arg(long, value_name = "EP", value_enum, default_value_t = Ep::Cpu)]
     ep: Ep,
-    /// Threads for the tokenizer networks (0 = ONNX Runtime's default)
+    /// Threads for the tokenizer networks and the prior (0 = default; packets and decoded
+    /// frames never depend on it)
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
     /// Path of libonnxruntime.so [default: UIGC_ORT_LIBRARY, ORT_DYLIB_PATH, setup's location]
@@ -66,9 +68,19 @@ enum Command {
         /// Output packet file
         #[arg(short, long, value_name = "OUT.uigc")]
         output: PathBuf,
-        /// Number of schedule stages to send (default: all)
-        #[arg(long, value_name = "N")]
-        stages: Option<usize>,
+        /// Which tokens to send: all, half, quarter, eighth, sixteenth, thirty-second,
+        /// sixty-fourth, 1/N or stages:N (a prefix of the stage schedule); the decoder
+        /// regenerates the rest. With --max-bytes: the most that may be sent
+        #[arg(long, value_name = "POLICY", default_value = "all")]
+        keep: String,
+        /// Adaptive keep: also send this many tokens of the first dropped stage, chosen by the
+        /// encoder (those the decoder's argmax would get wrong, cheapest first)
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        extra: usize,
+        /// Hard cap on the packet size in bytes: rate control picks the stage prefix and the
+        /// adaptive token count that fit; a cap below the smallest packet skips the frame
+        #[arg(long, value_name = "BYTES")]
+        max_bytes: Option<usize>,
         /// Stream id written into the packet (identifies the sender)
         #[arg(long, default_value_t = 0)]
         stream_id: u32,
@@ -85,8 +97,29 @@ enum Command {
         /// Output PNG
         #[arg(short, long, value_name = "OUT.png")]
         output: PathBuf,
+        /// How to regenerate tokens that were not sent: argmax (one pass, as in the paper),
+        /// iterative[:PASSES] (most confident first, MaskGIT-style) or sample[:SHARPEN]
+        /// (seeded from the packet, temperature 1/SHARPEN)
+        #[arg(long, value_name = "MODE", default_value = "argmax")]
+        regen: String,
         #[command(flatten)]
         model: ModelArgs,
+    },
+    /// Decode a packet's token grid only (no tokenizer network, no ONNX Runtime): prints the
+    /// grid as text, for cross-machine checks
+    Tokens {
+        /// Input packet files
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Regeneration mode (as for decode)
+        #[arg(long, value_name = "MODE", default_value = "argmax")]
+        regen: String,
+        /// Model bundle directory [default: the shipped model]
+        #[arg(long, value_name = "DIR")]
+        model: Option<PathBuf>,
+        /// Worker threads of the prior (0 = all cores; results never depend on it)
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        threads: usize,
     },
     /// Print a packet's header fields, size and bits per pixel (no model needed)
     Info {
@@ -140,24 +173,32 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Encode {
             input,
             output,
-            stages,
+            keep,
+            extra,
+            max_bytes,
             stream_id,
             frame,
             model,
         } => {
+            let keep: KeepPolicy = keep.parse().map_err(|e: codec::Error| e.to_string())?;
             let image = read_image(&input)?;
             let mut model = load_model(&model)?;
+            let stages = keep
+                .stages(&model.bundle().schedule)
+                .map_err(|e| e.to_string())?;
             let params = FrameParams {
                 stream_id,
                 frame,
-                stages,
+                stages: Some(stages),
+                extra,
+                max_bytes,
             };
             let enc = model.encode(&image, params).map_err(|e| e.to_string())?;
             write_file(&output, &enc.packet.bytes)?;
             let p = &enc.packet;
             println!(
-                "{} -> {}: {}x{}, {} bytes, {:.4} bpp ({} of {} tokens in {} stages; payload {} bits, \
-                 ideal {:.0} bits); tokenizer {:.1} ms, prior+coding {:.1} ms",
+                "{} -> {}: {}x{}, {} bytes, {:.4} bpp ({} of {} tokens: {} stages + {} adaptive; \
+                 payload {} bits, ideal {:.0} bits); tokenizer {:.1} ms, prior+coding {:.1} ms",
                 input.display(),
                 output.display(),
                 image.width,
@@ -167,6 +208,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 p.coded_tokens,
                 enc.tokens.tokens.len(),
                 p.header.stages,
+                p.extra_tokens,
                 p.payload_bits,
                 p.ideal_bits,
                 enc.timings.network.as_secs_f64() * 1e3,
@@ -176,10 +218,13 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Decode {
             input,
             output,
+            regen,
             model,
         } => {
+            let regen: RegenMode = regen.parse().map_err(|e: codec::Error| e.to_string())?;
             let bytes = std::fs::read(&input).map_err(|e| format!("{}: {e}", input.display()))?;
             let mut model = load_model(&model)?;
+            model.token_codec().set_regen(regen);
             let dec = model
                 .decode(&bytes)
                 .map_err(|e| format!("{}: {e}", input.display()))?;
@@ -208,6 +253,38 @@ fn run(cli: Cli) -> Result<(), String> {
                 dec.timings.network.as_secs_f64() * 1e3,
             );
         }
+        Command::Tokens {
+            inputs,
+            regen,
+            model,
+            threads,
+        } => {
+            let regen: RegenMode = regen.parse().map_err(|e: codec::Error| e.to_string())?;
+            let dir = match model {
+                Some(d) => d,
+                None => default_model_dir().map_err(|e| e.to_string())?,
+            };
+            let bundle = codec::Bundle::load(&dir).map_err(|e| e.to_string())?;
+            let mut tc =
+                codec::token_codec_with_threads(&bundle, threads).map_err(|e| e.to_string())?;
+            tc.set_regen(regen);
+            for input in inputs {
+                let bytes =
+                    std::fs::read(&input).map_err(|e| format!("{}: {e}", input.display()))?;
+                let dec = tc
+                    .decode(&bytes)
+                    .map_err(|e| format!("{}: {e}", input.display()))?;
+                let g = &dec.grid;
+                let text: Vec<String> = g.tokens.iter().map(|t| t.to_string()).collect();
+                println!(
+                    "{} {}x{} {}",
+                    input.file_name().unwrap_or_default().to_string_lossy(),
+                    g.rows,
+                    g.cols,
+                    text.join(",")
+                );
+            }
+        }
         Command::Info { input } => {
             let bytes = std::fs::read(&input).map_err(|e| format!("{}: {e}", input.display()))?;
             let p =
@@ -225,6 +302,14 @@ fn run(cli: Cli) -> Result<(), String> {
                 h.width, h.height, cols, rows
             );
             println!("coded stages:  {}", h.stages);
+            println!(
+                "adaptive:      {}",
+                if h.flags & bitstream::FLAG_ADAPTIVE != 0 {
+                    "yes"
+                } else {
+                    "no"
+                }
+            );
             println!("check value:   {:#06x}", h.check);
             println!(
                 "bytes:         {} (header {}, payload {})",

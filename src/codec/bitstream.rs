@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! byte 0      magic 0x55 ('U')
-//! byte 1      version (high nibble, = 1) | flags (low nibble, all reserved = 0 in v1)
+//! byte 1      version (high nibble, = 1) | flags (low nibble: bit 0 adaptive, others reserved)
 //! bytes 2..6  model id (4 bytes)
 //! varint      stream id (u32)
 //! varint      frame counter (u32)
@@ -19,6 +19,11 @@ use super::error::PacketError;
 pub const MAGIC: u8 = 0x55;
 /// The packet version this build writes and reads.
 pub const VERSION: u8 = 1;
+/// Flag: the packet carries adaptive extra tokens of stage `stages` with a coded position mask.
+pub const FLAG_ADAPTIVE: u8 = 0x1;
+/// Flags this version defines.
+pub const KNOWN_FLAGS: u8 = FLAG_ADAPTIVE;
+
 /// Largest frame side in pixels the decoder accepts.
 pub const MAX_DIMENSION: u32 = 8192;
 
@@ -150,7 +155,7 @@ pub fn parse_packet(data: &[u8]) -> Result<Packet<'_>, PacketError> {
             supported: VERSION,
         });
     }
-    if flags != 0 {
+    if flags & !KNOWN_FLAGS != 0 {
         return Err(PacketError::ReservedFlags { flags });
     }
     let mut id = [0u8; 4];

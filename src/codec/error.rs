@@ -108,6 +108,12 @@ pub enum Error {
         message: String,
     },
 
+    #[error(
+        "a budget of {budget} bytes is below the smallest packet of this frame ({min} bytes): \
+         frame skipped"
+    )]
+    BudgetTooSmall { budget: usize, min: usize },
+
     #[error("invalid image: {0}")]
     Image(String),
 

@@ -422,6 +422,8 @@ struct Cache {
     v: Vec<i8>,
     /// Stage of every position.
     stage_of: Vec<u8>,
+    /// Positions whose token is known (decoded, sent or fixed by regeneration) and cached.
+    known: Vec<bool>,
     /// Known passes are done for stages `< known_through`.
     known_through: usize,
 }
@@ -468,14 +470,7 @@ impl IntPriorModel {
 
     /// Attention of the query vector in `s.q` at `pos` over the cached keys/values of layer `l`
     /// whose stage satisfies `allowed`; result in `s.o`.
-    fn attend(
-        &self,
-        l: usize,
-        cache: &CacheView,
-        pos: usize,
-        allowed: impl Fn(u8) -> bool,
-        s: &mut Scratch,
-    ) {
+    fn attend(&self, l: usize, cache: &CacheView, pos: usize, max_stage: usize, s: &mut Scratch) {
         let (d, heads, r) = (self.d, self.heads, self.radius as isize);
         let dh = d / heads;
         let win = 2 * self.radius + 1;
@@ -496,7 +491,7 @@ impl IntPriorModel {
                         continue;
                     }
                     let j = rr as usize * cache.cols + cc as usize;
-                    if !allowed(cache.stage_of[j]) {
+                    if !cache.known[j] || cache.stage_of[j] as usize > max_stage {
                         continue;
                     }
                     let kj = &cache.k[base + j * d + h * dh..base + j * d + (h + 1) * dh];
@@ -565,6 +560,7 @@ struct CacheView<'a> {
     cols: usize,
     n: usize,
     stage_of: &'a [u8],
+    known: &'a [bool],
 }
 
 /// Splits `items` into at most `threads` contiguous chunks and runs `f` on each in parallel;
@@ -621,10 +617,15 @@ impl IntPrior {
         self.threads = threads.max(1);
     }
 
-    /// Runs the known pass of stage `j`: caches k/v of every layer for its positions.
+    /// Runs the known pass of `positions` (all of stage `j`, or some of them during iterative
+    /// regeneration): marks them known and caches their k/v of every layer. Each attends to the
+    /// known tokens of stages `<= j` in its window (docs/prior.md).
     fn known_pass(&mut self, grid: &TokenGrid, positions: &[u32], j: usize) {
         let m = &*self.model;
         let cache = self.cache.as_mut().expect("cache");
+        for &p in positions {
+            cache.known[p as usize] = true;
+        }
         let (d, layers) = (m.d, m.layers);
         let n = cache.rows * cache.cols;
         let mut xs: Vec<Vec<i64>> = positions
@@ -675,6 +676,7 @@ impl IntPrior {
                 cols: cache.cols,
                 n,
                 stage_of: &cache.stage_of,
+                known: &cache.known,
             };
             let new_x: Vec<Vec<Vec<i64>>> = parallel_chunks(&idx, self.threads, |chunk| {
                 let mut s = Scratch::new(m);
@@ -684,7 +686,7 @@ impl IntPrior {
                         let mut x = xs[i].clone();
                         s.q.copy_from_slice(&queries[i]);
                         let p = positions[i] as usize;
-                        m.attend(l, &view, p, |st| st as usize <= j, &mut s);
+                        m.attend(l, &view, p, j, &mut s);
                         m.finish_layer(l, &mut x, &mut s);
                         x
                     })
@@ -692,7 +694,6 @@ impl IntPrior {
             });
             xs = new_x.into_iter().flatten().collect();
         }
-        cache.known_through = j + 1;
     }
 
     /// Query pass of stage `s`: one table per position.
@@ -706,6 +707,7 @@ impl IntPrior {
             cols: cache.cols,
             n: cache.rows * cache.cols,
             stage_of: &cache.stage_of,
+            known: &cache.known,
         };
         let parts = parallel_chunks(positions, self.threads, |chunk| {
             let mut s = Scratch::new(m);
@@ -718,8 +720,7 @@ impl IntPrior {
                 for l in 0..m.layers {
                     norm(&x, &m.layer[l].g1, &mut s.n);
                     m.layer[l].proj[0].lin8(&s.n, &mut s.q);
-                    let allowed = |st: u8| (st as usize) < stage;
-                    m.attend(l, &view, p as usize, allowed, &mut s);
+                    m.attend(l, &view, p as usize, stage, &mut s);
                     m.finish_layer(l, &mut x, &mut s);
                 }
                 m.table(&x, &mut s, &mut weights, &mut table);
@@ -743,7 +744,24 @@ impl Prior for IntPrior {
     fn reset(&mut self) {
         if let Some(c) = self.cache.as_mut() {
             c.known_through = 0;
+            c.known.fill(false);
         }
+    }
+
+    fn partial_tables(
+        &mut self,
+        grid: &TokenGrid,
+        plan: &StagePlan,
+        stage: usize,
+        fixed: &[u32],
+        queries: &[u32],
+    ) -> Result<ProbTables> {
+        self.prepare(grid, plan, stage)?;
+        self.known_pass(grid, fixed, stage);
+        Ok(ProbTables::per_position(
+            self.model.k,
+            self.query_pass(queries, stage),
+        ))
     }
 
     fn stage_tables(
@@ -752,10 +770,22 @@ impl Prior for IntPrior {
         plan: &StagePlan,
         stage: usize,
     ) -> Result<ProbTables> {
+        self.prepare(grid, plan, stage)?;
+        let k = self.model.k;
+        Ok(ProbTables::per_position(
+            k,
+            self.query_pass(&plan.stages[stage], stage),
+        ))
+    }
+}
+
+impl IntPrior {
+    /// Brings the cache to "stages `< stage` known, nothing of `stage` known".
+    fn prepare(&mut self, grid: &TokenGrid, plan: &StagePlan, stage: usize) -> Result<()> {
         let m = &*self.model;
-        if plan.num_stages() != m.stages {
+        if plan.num_stages() != m.stages || stage >= m.stages {
             return Err(Error::InvalidArgument(format!(
-                "plan has {} stages, the prior {}",
+                "stage {stage} of a {}-stage plan, the prior has {} stages",
                 plan.num_stages(),
                 m.stages
             )));
@@ -772,17 +802,20 @@ impl Prior for IntPrior {
                 k: vec![0; m.layers * n * m.d],
                 v: vec![0; m.layers * n * m.d],
                 stage_of: plan.stage_of.clone(),
+                known: vec![false; n],
                 known_through: 0,
             });
+        }
+        // Forget positions of `stage` fixed by an earlier partial pass.
+        let cache = self.cache.as_mut().expect("cache");
+        for &p in &plan.stages[stage] {
+            cache.known[p as usize] = false;
         }
         while self.cache.as_ref().expect("cache").known_through < stage {
             let j = self.cache.as_ref().expect("cache").known_through;
             self.known_pass(grid, &plan.stages[j], j);
+            self.cache.as_mut().expect("cache").known_through = j + 1;
         }
-        let k = self.model.k;
-        Ok(ProbTables::per_position(
-            k,
-            self.query_pass(&plan.stages[stage], stage),
-        ))
+        Ok(())
     }
 }

@@ -23,7 +23,7 @@ pub use error::{Error, PacketError, Result};
 pub use frame::RgbImage;
 pub use prior::TokenGrid;
 pub use runtime::{ExecutionProvider, RuntimeOptions};
-pub use tokens::{DecodedTokens, EncodedPacket, FrameParams, TokenCodec};
+pub use tokens::{DecodedTokens, EncodedPacket, FrameParams, KeepPolicy, RegenMode, TokenCodec};
 
 /// Name of the model every command uses unless told otherwise.
 pub const DEFAULT_MODEL_NAME: &str = "uigc-small";

@@ -75,6 +75,30 @@ pub trait Prior: Send {
     /// Forgets per-frame state; called before the first stage of every frame.
     fn reset(&mut self) {}
 
+    /// Tables for the positions `queries` of stage `stage`, given the tokens of the earlier
+    /// stages and of the positions `fixed` (sorted) of the same stage, for iterative
+    /// regeneration. The default ignores `fixed` (a prior without same-stage context).
+    fn partial_tables(
+        &mut self,
+        grid: &TokenGrid,
+        plan: &StagePlan,
+        stage: usize,
+        fixed: &[u32],
+        queries: &[u32],
+    ) -> Result<ProbTables> {
+        let _ = fixed;
+        let all = self.stage_tables(grid, plan, stage)?;
+        let k = self.codebook_size();
+        let mut data = Vec::with_capacity(queries.len() * k);
+        for q in queries {
+            let i = plan.stages[stage].binary_search(q).map_err(|_| {
+                Error::InvalidArgument(format!("position {q} not in stage {stage}"))
+            })?;
+            data.extend_from_slice(all.get(i));
+        }
+        Ok(ProbTables::per_position(k, data))
+    }
+
     /// Tables for the positions `plan.stages[stage]` (in that order). Only the tokens of
     /// positions in stages `< stage` may be read from `grid`; the others hold arbitrary values.
     fn stage_tables(

@@ -44,6 +44,23 @@ impl Schedule {
         1 + 3 * self.levels as usize
     }
 
+    /// The stage prefix that keeps `1 / 2^e` of the tokens (asymptotically): `e = 0` all,
+    /// `1` half (the paper's checkerboard), `2` quarter, ... down to `1 / 4^levels` (stage 0).
+    pub fn stages_for_fraction(&self, e: u32) -> Option<usize> {
+        let levels = self.levels as u32;
+        if e == 0 {
+            return Some(self.num_stages());
+        }
+        if e > 2 * levels {
+            return None;
+        }
+        Some(if e.is_multiple_of(2) {
+            1 + 3 * (levels - e / 2) as usize
+        } else {
+            2 + 3 * (levels - e.div_ceil(2)) as usize
+        })
+    }
+
     /// The stage of token position (`row`, `col`).
     pub fn stage_of(&self, row: usize, col: usize) -> usize {
         let levels = self.levels as u32;
@@ -177,6 +194,30 @@ mod tests {
         assert_eq!(plan.tokens_in_first(8) * 2, 32 * 48);
         assert_eq!(plan.tokens_in_first(7) * 4, 32 * 48);
         assert_eq!(plan.tokens_in_first(1) * 64, 32 * 48);
+    }
+
+    #[test]
+    fn named_fractions_map_to_prefixes() {
+        let s = Schedule::new(3).unwrap();
+        let counts: Vec<_> = (0..=7).map(|e| s.stages_for_fraction(e)).collect();
+        assert_eq!(
+            counts,
+            vec![
+                Some(10),
+                Some(8),
+                Some(7),
+                Some(5),
+                Some(4),
+                Some(2),
+                Some(1),
+                None
+            ]
+        );
+        let plan = s.plan(64, 64);
+        for e in 0..=6 {
+            let kept = plan.tokens_in_first(s.stages_for_fraction(e).unwrap());
+            assert_eq!(kept << e, 64 * 64, "1/2^{e}");
+        }
     }
 
     #[test]

@@ -1,13 +1,15 @@
-//! Token-level coding: a token grid <-> a packet, with the bundle's schedule and prior.
+//! Token-level coding: a token grid <-> a packet, with the bundle's schedule and prior, keep
+//! policies (which tokens are sent), regeneration of the dropped ones, and rate control.
 //! No ONNX here: this is the part that must be bit-exact on every machine.
 
 use super::bitstream::{
-    check_value, parse_packet, write_header_prefix, write_packet, Header, ModelId, VERSION,
+    check_value, parse_packet, write_header_prefix, write_packet, Header, ModelId, FLAG_ADAPTIVE,
+    VERSION,
 };
-use super::entropy::{TokenDecoder, TokenEncoder};
-use super::error::{PacketError, Result};
-use super::prior::{Prior, TokenGrid};
-use super::schedule::Schedule;
+use super::entropy::{TokenDecoder, TokenEncoder, TOTAL};
+use super::error::{Error, PacketError, Result};
+use super::prior::{Prior, ProbTables, TokenGrid};
+use super::schedule::{Schedule, StagePlan};
 
 /// Per-frame parameters of the encoder.
 #[derive(Debug, Clone, Copy, Default)]
@@ -16,8 +18,131 @@ pub struct FrameParams {
     pub stream_id: u32,
     /// Frame counter (lets the receiver count losses).
     pub frame: u32,
-    /// Number of schedule stages to send (a prefix); `None` = all.
+    /// Number of schedule stages to send (a prefix); `None` = all. With `max_bytes` it is the
+    /// most the rate control may send.
     pub stages: Option<usize>,
+    /// Adaptive keep: this many further tokens of the first dropped stage, chosen by the encoder
+    /// and signalled with a coded position mask (0 = none).
+    pub extra: usize,
+    /// Hard cap on the packet size in bytes: the encoder picks the stage prefix and the adaptive
+    /// extra count that fit (rate control); `None` = no cap.
+    pub max_bytes: Option<usize>,
+}
+
+/// Which tokens the encoder sends: a named fraction (a stage prefix) or an explicit prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeepPolicy {
+    /// Every stage.
+    #[default]
+    All,
+    /// `1 / 2^e` of the tokens: 1 half (the paper's checkerboard), 2 quarter, 3 eighth, ...
+    Fraction(u32),
+    /// The first `n` stages of the schedule.
+    Stages(usize),
+}
+
+impl KeepPolicy {
+    /// The number of stages this policy sends under `schedule`.
+    pub fn stages(&self, schedule: &Schedule) -> Result<usize> {
+        let n = schedule.num_stages();
+        match *self {
+            Self::All => Ok(n),
+            Self::Fraction(e) => schedule.stages_for_fraction(e).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "keep 1/{} is finer than the schedule's coarsest stage (1/{})",
+                    1u64 << e.min(63),
+                    1u64 << (2 * schedule.levels())
+                ))
+            }),
+            Self::Stages(k) if k <= n => Ok(k),
+            Self::Stages(k) => Err(Error::InvalidArgument(format!(
+                "keep {k} stages: the schedule has {n}"
+            ))),
+        }
+    }
+}
+
+impl std::str::FromStr for KeepPolicy {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let named = [
+            ("all", 0),
+            ("half", 1),
+            ("quarter", 2),
+            ("eighth", 3),
+            ("sixteenth", 4),
+            ("thirty-second", 5),
+            ("sixty-fourth", 6),
+        ];
+        if let Some(&(_, e)) = named.iter().find(|(n, _)| *n == s) {
+            return Ok(if e == 0 { Self::All } else { Self::Fraction(e) });
+        }
+        if let Some(den) = s.strip_prefix("1/").and_then(|d| d.parse::<u64>().ok()) {
+            if den.is_power_of_two() {
+                return Ok(Self::Fraction(den.trailing_zeros()));
+            }
+        }
+        if let Some(n) = s.strip_prefix("stages:").and_then(|n| n.parse().ok()) {
+            return Ok(Self::Stages(n));
+        }
+        Err(Error::InvalidArgument(format!(
+            "keep policy '{s}': use all, half, quarter, eighth, sixteenth, thirty-second, \
+             sixty-fourth, 1/N (N a power of two) or stages:N"
+        )))
+    }
+}
+
+/// How the decoder fills tokens that were not sent. Every mode is exact integer arithmetic on
+/// the integer prior, so a packet regenerates identically on every machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RegenMode {
+    /// One pass per stage, the most probable token (the UIGC paper).
+    #[default]
+    Argmax,
+    /// MaskGIT-style: per dropped stage, `passes` rounds; each round fixes the most confident
+    /// remaining positions, which then serve as context for the rest.
+    Iterative { passes: u8 },
+    /// Sampled from the prior's table raised to the power `sharpen` (temperature
+    /// `1/sharpen`), with a generator seeded from the packet header.
+    Sample { sharpen: u8 },
+}
+
+impl std::str::FromStr for RegenMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::InvalidArgument(format!(
+                "regeneration mode '{s}': use argmax, iterative[:PASSES] (2..=16) or \
+                 sample[:SHARPEN] (1..=4, temperature 1/SHARPEN)"
+            ))
+        };
+        let (name, arg) = match s.split_once(':') {
+            Some((n, a)) => (n, Some(a.parse::<u8>().map_err(|_| bad())?)),
+            None => (s, None),
+        };
+        match name {
+            "argmax" if arg.is_none() => Ok(Self::Argmax),
+            "iterative" => match arg.unwrap_or(4) {
+                p @ 2..=16 => Ok(Self::Iterative { passes: p }),
+                _ => Err(bad()),
+            },
+            "sample" => match arg.unwrap_or(1) {
+                k @ 1..=4 => Ok(Self::Sample { sharpen: k }),
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for RegenMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Argmax => write!(f, "argmax"),
+            Self::Iterative { passes } => write!(f, "iterative:{passes}"),
+            Self::Sample { sharpen } => write!(f, "sample:{sharpen}"),
+        }
+    }
 }
 
 /// Result of coding one grid.
@@ -25,12 +150,15 @@ pub struct FrameParams {
 pub struct EncodedPacket {
     pub bytes: Vec<u8>,
     pub header: Header,
-    /// Sum of the ideal code lengths (-log2 p) of the coded tokens under the integer tables.
+    /// Sum of the ideal code lengths (-log2 p) of everything coded under the integer tables.
     pub ideal_bits: f64,
     /// Bits of the range-coder payload as sent.
     pub payload_bits: usize,
+    /// Tokens sent (prefix stages plus adaptive extras).
     pub coded_tokens: usize,
-    /// Ideal bits of each stage, for reports.
+    /// Adaptive extra tokens among them.
+    pub extra_tokens: usize,
+    /// Ideal bits of each coded stage (the adaptive stage: mask and extras), for reports.
     pub stage_bits: Vec<f64>,
 }
 
@@ -41,6 +169,8 @@ pub struct DecodedTokens {
     pub grid: TokenGrid,
     /// Tokens that came from the packet (the rest were regenerated by the prior).
     pub coded: Vec<bool>,
+    /// The regeneration mode used for the rest.
+    pub regen: RegenMode,
 }
 
 /// Codes token grids with one schedule and one prior, under one model id.
@@ -48,6 +178,77 @@ pub struct TokenCodec {
     model_id: ModelId,
     schedule: Schedule,
     prior: Box<dyn Prior>,
+    regen: RegenMode,
+}
+
+/// Adaptive-mask context model: an integer Krichevsky-Trofimov estimator per context
+/// (context = whether the previous position of the stage was kept).
+struct MaskModel {
+    counts: [[u32; 2]; 2],
+    table: [u32; 2],
+}
+
+impl MaskModel {
+    fn new() -> Self {
+        Self {
+            counts: [[0; 2]; 2],
+            table: [0; 2],
+        }
+    }
+
+    fn table(&mut self, ctx: usize) -> &[u32] {
+        let [n0, n1] = self.counts[ctx];
+        let p1 = ((2 * n1 as u64 + 1) * TOTAL as u64) / (2 * (n0 as u64 + n1 as u64) + 2);
+        let p1 = p1.clamp(1, TOTAL as u64 - 1) as u32;
+        self.table = [TOTAL - p1, p1];
+        &self.table
+    }
+
+    fn update(&mut self, ctx: usize, bit: usize) {
+        self.counts[ctx][bit] += 1;
+    }
+}
+
+/// Index of the largest entry (first on ties).
+fn argmax(table: &[u32]) -> usize {
+    let mut best = 0;
+    for (i, &p) in table.iter().enumerate() {
+        if p > table[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// splitmix64: the deterministic generator of `RegenMode::Sample`.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Draws from `table^sharpen` (exact in u128: entries < 2^24, sharpen <= 4).
+fn sample(table: &[u32], sharpen: u8, rng: &mut u64) -> usize {
+    let pow = |p: u32| (p as u128).pow(sharpen as u32);
+    let total: u128 = table.iter().map(|&p| pow(p)).sum();
+    let r = ((splitmix(rng) as u128) << 64 | splitmix(rng) as u128) % total;
+    let mut acc = 0u128;
+    for (i, &p) in table.iter().enumerate() {
+        acc += pow(p);
+        if r < acc {
+            return i;
+        }
+    }
+    table.len() - 1
+}
+
+/// Index of `pos` within its stage.
+fn index_in_stage(plan: &StagePlan, stage: usize, pos: u32) -> usize {
+    plan.stages[stage]
+        .binary_search(&pos)
+        .expect("position belongs to the stage")
 }
 
 impl TokenCodec {
@@ -56,6 +257,7 @@ impl TokenCodec {
             model_id,
             schedule,
             prior,
+            regen: RegenMode::default(),
         }
     }
 
@@ -71,7 +273,42 @@ impl TokenCodec {
         self.prior.codebook_size()
     }
 
+    /// The regeneration mode the decoder uses for tokens that were not sent.
+    pub fn set_regen(&mut self, mode: RegenMode) {
+        self.regen = mode;
+    }
+
+    pub fn regen(&self) -> RegenMode {
+        self.regen
+    }
+
+    fn check_grid(&self, grid: &TokenGrid, width: u32, height: u32) -> Result<()> {
+        let max = super::bitstream::MAX_DIMENSION;
+        if !(1..=max).contains(&width)
+            || !(1..=max).contains(&height)
+            || (grid.rows, grid.cols) != (height.div_ceil(16) as usize, width.div_ceil(16) as usize)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "a {}x{} token grid does not fit a {width}x{height} frame",
+                grid.rows, grid.cols
+            )));
+        }
+        let k = self.codebook_size();
+        if let Some(&t) = grid.tokens.iter().find(|&&t| t as usize >= k) {
+            return Err(Error::InvalidArgument(format!(
+                "token {t} outside the codebook of {k}"
+            )));
+        }
+        Ok(())
+    }
+
     /// Encodes `grid` (the tokens of a `width` x `height` frame) into one packet.
+    ///
+    /// Without `max_bytes` it sends the stage prefix `params.stages` (all by default) and, when
+    /// `params.extra > 0`, that many adaptive tokens of the next stage. With `max_bytes` it sends
+    /// the most it can within the cap: the longest stage prefix that fits, then as many adaptive
+    /// tokens of the next stage as fit. A cap below the smallest packet is an error
+    /// ([`Error::BudgetTooSmall`]); the packet never exceeds the cap.
     pub fn encode(
         &mut self,
         grid: &TokenGrid,
@@ -80,78 +317,169 @@ impl TokenCodec {
         params: FrameParams,
     ) -> Result<EncodedPacket> {
         let num_stages = self.schedule.num_stages();
-        let stages = params.stages.unwrap_or(num_stages);
-        if stages > num_stages {
-            return Err(super::error::Error::InvalidArgument(format!(
-                "{stages} stages requested, the schedule has {num_stages}"
+        let max_stages = params.stages.unwrap_or(num_stages);
+        if max_stages > num_stages {
+            return Err(Error::InvalidArgument(format!(
+                "{max_stages} stages requested, the schedule has {num_stages}"
             )));
         }
-        if !(1..=super::bitstream::MAX_DIMENSION).contains(&width)
-            || !(1..=super::bitstream::MAX_DIMENSION).contains(&height)
-            || (grid.rows, grid.cols) != (height.div_ceil(16) as usize, width.div_ceil(16) as usize)
-        {
-            return Err(super::error::Error::InvalidArgument(format!(
-                "a {}x{} token grid does not fit a {width}x{height} frame",
-                grid.rows, grid.cols
-            )));
-        }
-        let k = self.codebook_size();
-        if let Some(&t) = grid.tokens.iter().find(|&&t| t as usize >= k) {
-            return Err(super::error::Error::InvalidArgument(format!(
-                "token {t} outside the codebook of {k}"
-            )));
-        }
+        self.check_grid(grid, width, height)?;
         let plan = self.schedule.plan(grid.rows, grid.cols);
+        // Tables of every stage the packet may touch: the prefix and the adaptive stage.
+        let wants_adaptive = params.extra > 0 || params.max_bytes.is_some();
+        let last = if wants_adaptive && max_stages < num_stages {
+            max_stages + 1
+        } else {
+            max_stages
+        };
         self.prior.reset();
+        let mut tables = Vec::with_capacity(last);
+        for s in 0..last {
+            tables.push(if plan.stages[s].is_empty() {
+                ProbTables::shared(vec![TOTAL])
+            } else {
+                self.prior.stage_tables(grid, &plan, s)?
+            });
+        }
+        let candidates = |p: usize| -> Vec<u32> {
+            if p >= tables.len() {
+                return Vec::new();
+            }
+            // Positions the decoder's argmax would get wrong, cheapest to send first.
+            let mut c: Vec<(u32, u32)> = plan.stages[p]
+                .iter()
+                .enumerate()
+                .filter_map(|(i, &pos)| {
+                    let t = tables[p].get(i);
+                    let truth = grid.tokens[pos as usize] as usize;
+                    (argmax(t) != truth).then_some((t[truth], pos))
+                })
+                .collect();
+            c.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            c.into_iter().map(|(_, pos)| pos).collect()
+        };
+        let build = |p: usize, extras: &[u32]| {
+            self.build_packet(grid, width, height, &plan, &tables, params, p, extras)
+        };
+        let Some(cap) = params.max_bytes else {
+            let extras = candidates(max_stages);
+            let n = params.extra.min(extras.len());
+            return Ok(build(max_stages, &extras[..n]));
+        };
+        // Rate control: the longest prefix that fits (sizes grow with the prefix) ...
+        let mut best = None;
+        for p in (0..=max_stages).rev() {
+            let packet = build(p, &[]);
+            if packet.bytes.len() <= cap {
+                best = Some((p, packet));
+                break;
+            }
+        }
+        let Some((p, plain)) = best else {
+            let min = build(0, &[]).bytes.len();
+            return Err(Error::BudgetTooSmall { budget: cap, min });
+        };
+        // ... then the most adaptive tokens of the next stage that fit (binary search).
+        let extras = candidates(p);
+        let (mut lo, mut hi) = (0usize, extras.len());
+        let mut chosen = plain;
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            let packet = build(p, &extras[..mid]);
+            if packet.bytes.len() <= cap {
+                lo = mid;
+                chosen = packet;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        Ok(chosen)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build_packet(
+        &self,
+        grid: &TokenGrid,
+        width: u32,
+        height: u32,
+        plan: &StagePlan,
+        tables: &[ProbTables],
+        params: FrameParams,
+        prefix: usize,
+        extras: &[u32],
+    ) -> EncodedPacket {
+        let adaptive = !extras.is_empty();
         let mut header = Header {
             version: VERSION,
-            flags: 0,
+            flags: if adaptive { FLAG_ADAPTIVE } else { 0 },
             model_id: self.model_id,
             stream_id: params.stream_id,
             frame: params.frame,
             width,
             height,
-            stages: stages as u8,
+            stages: prefix as u8,
             check: 0,
         };
         let mut enc = TokenEncoder::new();
-        let mut stage_bits = Vec::with_capacity(stages);
-        for s in 0..stages {
+        let mut stage_bits = Vec::with_capacity(prefix + 1);
+        let mut coded: Vec<u16> = Vec::new();
+        for (positions, stage_tables) in plan.stages.iter().zip(tables).take(prefix) {
             let before = enc.ideal_bits();
-            if plan.stages[s].is_empty() {
-                stage_bits.push(0.0);
-                continue;
+            for (i, &pos) in positions.iter().enumerate() {
+                let t = grid.tokens[pos as usize];
+                enc.encode(t as usize, stage_tables.get(i))
+                    .expect("valid tables and tokens");
+                coded.push(t);
             }
-            let tables = self.prior.stage_tables(grid, &plan, s)?;
-            for (i, &pos) in plan.stages[s].iter().enumerate() {
-                enc.encode(grid.tokens[pos as usize] as usize, tables.get(i))?;
+            stage_bits.push(enc.ideal_bits() - before);
+        }
+        if adaptive {
+            let before = enc.ideal_bits();
+            let mut keep = vec![false; plan.num_tokens()];
+            for &p in extras {
+                keep[p as usize] = true;
+            }
+            let mut model = MaskModel::new();
+            let mut prev = 0;
+            for &pos in &plan.stages[prefix] {
+                let bit = keep[pos as usize] as usize;
+                enc.encode(bit, model.table(prev)).expect("mask table");
+                model.update(prev, bit);
+                prev = bit;
+            }
+            for (i, &pos) in plan.stages[prefix].iter().enumerate() {
+                if keep[pos as usize] {
+                    let t = grid.tokens[pos as usize];
+                    enc.encode(t as usize, tables[prefix].get(i))
+                        .expect("valid tables and tokens");
+                    coded.push(t);
+                }
             }
             stage_bits.push(enc.ideal_bits() - before);
         }
         let ideal_bits = enc.ideal_bits();
-        let coded_tokens = enc.symbols();
+        let coded_tokens = enc.symbols()
+            - if adaptive {
+                plan.stages[prefix].len()
+            } else {
+                0
+            };
         let payload = enc.finish();
-        let prefix = write_header_prefix(&header);
-        header.check = check_value(
-            &prefix,
-            plan.stages[..stages]
-                .iter()
-                .flatten()
-                .map(|&p| grid.tokens[p as usize]),
-        );
-        let bytes = write_packet(&header, &payload);
-        Ok(EncodedPacket {
-            bytes,
+        let prefix_bytes = write_header_prefix(&header);
+        header.check = check_value(&prefix_bytes, coded.iter().copied());
+        EncodedPacket {
+            bytes: write_packet(&header, &payload),
             header,
             ideal_bits,
             payload_bits: payload.len() * 8,
             coded_tokens,
+            extra_tokens: extras.len(),
             stage_bits,
-        })
+        }
     }
 
-    /// Decodes a packet into its token grid. Missing stages are regenerated with the prior's
-    /// most probable token (one pass, stage by stage).
+    /// Decodes a packet into its token grid; tokens that were not sent are regenerated with
+    /// the codec's [`RegenMode`].
     pub fn decode(&mut self, data: &[u8]) -> Result<DecodedTokens> {
         let packet = parse_packet(data)?;
         let header = packet.header.clone();
@@ -163,19 +491,24 @@ impl TokenCodec {
             .into());
         }
         let num_stages = self.schedule.num_stages();
-        let stages = header.stages as usize;
-        if stages > num_stages {
+        let prefix = header.stages as usize;
+        let adaptive = header.flags & FLAG_ADAPTIVE != 0;
+        if prefix > num_stages || (adaptive && prefix >= num_stages) {
             return Err(PacketError::BadStageCount {
                 found: header.stages,
-                max: num_stages,
+                max: num_stages - adaptive as usize,
             }
             .into());
         }
         let (rows, cols) = header.grid();
         let plan = self.schedule.plan(rows, cols);
-        let coded_count = plan.tokens_in_first(stages);
-        // Every token costs at most 24 bits, plus the final word.
-        let max_payload = coded_count * 3 + 4;
+        // Every token costs at most 24 bits, so does every mask bit, plus the final word.
+        let adaptive_count = if adaptive {
+            2 * plan.stages[prefix].len()
+        } else {
+            0
+        };
+        let max_payload = (plan.tokens_in_first(prefix) + adaptive_count) * 3 + 4;
         if packet.payload.len() > max_payload {
             return Err(PacketError::PayloadTooLarge {
                 len: packet.payload.len(),
@@ -186,30 +519,46 @@ impl TokenCodec {
         self.prior.reset();
         let mut grid = TokenGrid::zeros(rows, cols);
         let mut coded = vec![false; rows * cols];
+        let mut coded_tokens: Vec<u16> = Vec::new();
         let mut dec = TokenDecoder::new(packet.payload)?;
+        let mut rng = u64::from(header.stream_id) << 32 | u64::from(header.frame);
         for s in 0..num_stages {
-            if plan.stages[s].is_empty() {
+            let positions = &plan.stages[s];
+            if positions.is_empty() {
                 continue;
             }
             let tables = self.prior.stage_tables(&grid, &plan, s)?;
-            for (i, &pos) in plan.stages[s].iter().enumerate() {
-                let table = tables.get(i);
-                let token = if s < stages {
+            if s < prefix {
+                for (i, &pos) in positions.iter().enumerate() {
+                    let t = dec.decode(tables.get(i))? as u16;
+                    grid.tokens[pos as usize] = t;
                     coded[pos as usize] = true;
-                    dec.decode(table)?
-                } else {
-                    argmax(table)
-                };
-                grid.tokens[pos as usize] = token as u16;
+                    coded_tokens.push(t);
+                }
+                continue;
             }
+            if adaptive && s == prefix {
+                let mut model = MaskModel::new();
+                let mut prev = 0;
+                let mut keep = Vec::with_capacity(positions.len());
+                for _ in positions {
+                    let bit = dec.decode(model.table(prev))?;
+                    model.update(prev, bit);
+                    prev = bit;
+                    keep.push(bit == 1);
+                }
+                for (i, &pos) in positions.iter().enumerate() {
+                    if keep[i] {
+                        let t = dec.decode(tables.get(i))? as u16;
+                        grid.tokens[pos as usize] = t;
+                        coded[pos as usize] = true;
+                        coded_tokens.push(t);
+                    }
+                }
+            }
+            self.regenerate(&mut grid, &coded, &plan, s, &tables, &mut rng)?;
         }
-        let actual = check_value(
-            packet.header_bytes,
-            plan.stages[..stages]
-                .iter()
-                .flatten()
-                .map(|&p| grid.tokens[p as usize]),
-        );
+        let actual = check_value(packet.header_bytes, coded_tokens.into_iter());
         if actual != header.check {
             return Err(PacketError::CheckMismatch {
                 expected: header.check,
@@ -221,17 +570,91 @@ impl TokenCodec {
             header,
             grid,
             coded,
+            regen: self.regen,
         })
     }
-}
 
-/// Index of the largest entry (first on ties).
-fn argmax(table: &[u32]) -> usize {
-    let mut best = 0;
-    for (i, &p) in table.iter().enumerate() {
-        if p > table[best] {
-            best = i;
+    /// Fills the positions of stage `s` that were not sent.
+    fn regenerate(
+        &mut self,
+        grid: &mut TokenGrid,
+        coded: &[bool],
+        plan: &StagePlan,
+        s: usize,
+        tables: &ProbTables,
+        rng: &mut u64,
+    ) -> Result<()> {
+        let positions = &plan.stages[s];
+        let missing: Vec<u32> = positions
+            .iter()
+            .copied()
+            .filter(|&p| !coded[p as usize])
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
         }
+        match self.regen {
+            RegenMode::Argmax => {
+                for &pos in &missing {
+                    let i = index_in_stage(plan, s, pos);
+                    grid.tokens[pos as usize] = argmax(tables.get(i)) as u16;
+                }
+            }
+            RegenMode::Sample { sharpen } => {
+                for &pos in &missing {
+                    let i = index_in_stage(plan, s, pos);
+                    grid.tokens[pos as usize] = sample(tables.get(i), sharpen, rng) as u16;
+                }
+            }
+            RegenMode::Iterative { passes } => {
+                let mut fixed: Vec<u32> = positions
+                    .iter()
+                    .copied()
+                    .filter(|&p| coded[p as usize])
+                    .collect();
+                let mut remaining = missing;
+                for pass in 0..passes as usize {
+                    if remaining.is_empty() {
+                        break;
+                    }
+                    let t = if pass == 0 && fixed.is_empty() {
+                        // Same as the stage tables: reuse them.
+                        let rows: Vec<u32> = remaining
+                            .iter()
+                            .flat_map(|&p| tables.get(index_in_stage(plan, s, p)).to_vec())
+                            .collect();
+                        ProbTables::per_position(tables.get(0).len(), rows)
+                    } else {
+                        fixed.sort_unstable();
+                        self.prior
+                            .partial_tables(grid, plan, s, &fixed, &remaining)?
+                    };
+                    // Most confident first: largest top probability, then raster order.
+                    let mut order: Vec<(u32, usize)> = (0..remaining.len())
+                        .map(|i| {
+                            let tab = t.get(i);
+                            (tab[argmax(tab)], i)
+                        })
+                        .collect();
+                    order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                    let left = passes as usize - pass;
+                    let take = remaining.len().div_ceil(left);
+                    let mut done = vec![false; remaining.len()];
+                    for &(_, i) in order.iter().take(take) {
+                        let pos = remaining[i];
+                        grid.tokens[pos as usize] = argmax(t.get(i)) as u16;
+                        fixed.push(pos);
+                        done[i] = true;
+                    }
+                    remaining = remaining
+                        .iter()
+                        .zip(&done)
+                        .filter(|(_, &d)| !d)
+                        .map(|(&p, _)| p)
+                        .collect();
+                }
+            }
+        }
+        Ok(())
     }
-    best
 }

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Usage: pipelines/receive-rtp.sh [uigcdec properties...]  (RTP on UDP PORT -> rtpgstdepay -> uigcdec -> screen; a frame with a lost fragment is lost as a whole)
+. "$(dirname "$0")/common.sh"
+exec gst-launch-1.0 udpsrc port="$PORT" \
+  caps="application/x-rtp,media=application,clock-rate=90000,encoding-name=X-GST" \
+  ! rtpjitterbuffer latency=200 ! rtpgstdepay ! uigcdec "$@" ! videoconvert ! $SINK

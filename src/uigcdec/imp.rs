@@ -1,0 +1,471 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+
+use std::path::PathBuf;
+use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_video::prelude::*;
+use gst_video::subclass::prelude::*;
+
+use super::LossCounter;
+use crate::codec;
+use crate::uigcenc::ExecutionProvider;
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "uigcdec",
+        gst::DebugColorFlags::empty(),
+        Some("uigc ultra-low-bitrate image decoder"),
+    )
+});
+
+const DEFAULT_MODEL: &str = "";
+const DEFAULT_EP: ExecutionProvider = ExecutionProvider::Cpu;
+const DEFAULT_THREADS: u32 = 0;
+const DEFAULT_REGEN: &str = "argmax";
+/// Regeneration modes this build's decoder implements.
+const REGEN_MODES: &[&str] = &["argmax"];
+
+#[derive(Debug, Clone)]
+struct Settings {
+    model: String,
+    ep: ExecutionProvider,
+    threads: u32,
+    regen: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            model: DEFAULT_MODEL.into(),
+            ep: DEFAULT_EP,
+            threads: DEFAULT_THREADS,
+            regen: DEFAULT_REGEN.into(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    decoded: u64,
+    dropped: u64,
+    lost: u64,
+    total_time: Duration,
+}
+
+struct State {
+    model: codec::Model,
+    model_desc: String,
+    input_state:
+        Option<gst_video::VideoCodecState<'static, gst_video::video_codec_state::Readable>>,
+    losses: LossCounter,
+    reported_latency: Option<gst::ClockTime>,
+}
+
+#[derive(Default)]
+pub struct UigcDec {
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+    stats: Mutex<Stats>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl UigcDec {
+    /// Drops a packet that cannot be decoded: a weighted decoder error (the base class's
+    /// `max-errors` decides whether the stream goes on), and the frame is dropped.
+    fn reject(
+        &self,
+        frame: gst_video::VideoCodecFrame,
+        err: &codec::Error,
+        model_desc: &str,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let dropped_so_far = {
+            let mut stats = lock(&self.stats);
+            stats.dropped += 1;
+            stats.dropped
+        };
+        let obj = self.obj();
+        let n = frame.system_frame_number();
+        let (domain, text) = match err {
+            codec::Error::Packet(codec::PacketError::ModelMismatch { .. }) => (
+                gst::StreamError::WrongType,
+                format!("packet {n} dropped: {err} (this decoder runs {model_desc})"),
+            ),
+            codec::Error::Packet(_) => (
+                gst::StreamError::Decode,
+                format!("packet {n} dropped: {err}"),
+            ),
+            _ => (
+                gst::StreamError::Decode,
+                format!("frame {n} dropped: decoding failed: {err}"),
+            ),
+        };
+        gst::warning!(CAT, imp = self, "{text}");
+        // On the bus: the first drop, then every 100th (a wrong model would flood it).
+        if dropped_so_far % 100 == 1 {
+            gst::element_imp_warning!(self, domain, ("{text} ({dropped_so_far} dropped so far)"));
+        }
+        let res = gst_video::video_decoder_error!(&*obj, 1, domain, ("{text}"));
+        let dropped = obj.drop_frame(frame);
+        res.and(dropped)
+    }
+
+    fn update_latency(&self) {
+        let mean = {
+            let stats = lock(&self.stats);
+            if stats.decoded == 0 {
+                return;
+            }
+            stats.total_time / stats.decoded.min(u32::MAX as u64) as u32
+        };
+        let latency = crate::uigcenc::processing_latency(mean);
+        {
+            let mut state = lock(&self.state);
+            let Some(state) = state.as_mut() else { return };
+            if state.reported_latency.is_some_and(|r| latency <= r) {
+                return;
+            }
+            state.reported_latency = Some(latency);
+        }
+        gst::debug!(CAT, imp = self, "Reporting latency {latency}");
+        self.obj().set_latency(latency, Some(latency));
+    }
+
+    /// Makes the output RGB at `width` x `height`, renegotiating when that changed.
+    fn ensure_output(
+        &self,
+        width: u32,
+        height: u32,
+        input_state: Option<
+            &gst_video::VideoCodecState<'static, gst_video::video_codec_state::Readable>,
+        >,
+    ) -> Result<gst_video::VideoInfo, gst::FlowError> {
+        let obj = self.obj();
+        if let Some(current) = obj.output_state() {
+            let info = current.info();
+            if info.width() == width && info.height() == height {
+                return Ok(info.clone());
+            }
+        }
+        gst::info!(CAT, imp = self, "Output size {width}x{height}");
+        // Only the frame rate and pixel aspect ratio come from the input caps (when there are
+        // any: plain udpsrc sends none); the colorimetry is the RGB default.
+        let mut builder = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, width, height);
+        if let Some(input) = input_state {
+            builder = builder.fps(input.info().fps()).par(input.info().par());
+        }
+        let info = builder.build().map_err(|e| {
+            gst::error!(CAT, imp = self, "No RGB layout for {width}x{height}: {e}");
+            gst::FlowError::NotNegotiated
+        })?;
+        let mut output_state =
+            obj.set_output_state(gst_video::VideoFormat::Rgb, width, height, None)?;
+        output_state.set_info(info);
+        obj.negotiate(output_state).map_err(|e| {
+            gst::error!(
+                CAT,
+                imp = self,
+                "Failed to negotiate RGB {width}x{height}: {e}"
+            );
+            gst::FlowError::NotNegotiated
+        })?;
+        Ok(obj
+            .output_state()
+            .ok_or(gst::FlowError::NotNegotiated)?
+            .info()
+            .clone())
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for UigcDec {
+    const NAME: &'static str = "GstUigcDec";
+    type Type = super::UigcDec;
+    type ParentType = gst_video::VideoDecoder;
+}
+
+impl ObjectImpl for UigcDec {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("model")
+                    .nick("Model")
+                    .blurb(
+                        "Model bundle directory; empty = the shipped default model \
+                         (UIGC_MODEL, the source tree's models/uigc-small, then \
+                         /usr/local/share/uigc/models/uigc-small). Must be the sender's model",
+                    )
+                    .default_value(Some(DEFAULT_MODEL))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("ep", DEFAULT_EP)
+                    .nick("Execution provider")
+                    .blurb(
+                        "ONNX Runtime execution provider of the detokenizer network; a GPU \
+                         provider that is not available is an error, never a silent fallback",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("threads")
+                    .nick("Threads")
+                    .blurb("Worker threads of the network and the prior (0 = automatic)")
+                    .default_value(DEFAULT_THREADS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("regen")
+                    .nick("Regeneration mode")
+                    .blurb(
+                        "How tokens the sender did not send are regenerated; this version \
+                         implements argmax (the most probable token, stage by stage)",
+                    )
+                    .default_value(Some(DEFAULT_REGEN))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("frames-decoded")
+                    .nick("Frames decoded")
+                    .blurb("Packets decoded into frames since the element started")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("frames-dropped")
+                    .nick("Frames dropped")
+                    .blurb(
+                        "Packets dropped since the element started: corrupt, truncated, \
+                         foreign or from another model",
+                    )
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("frames-lost")
+                    .nick("Frames lost")
+                    .blurb(
+                        "Frames that never arrived since the element started: gaps in the \
+                         frame counter of each sender (stream id)",
+                    )
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        // One buffer = one packet = one frame (what udpsrc and rtpgstdepay deliver).
+        self.obj().set_packetized(true);
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut settings = lock(&self.settings);
+        match pspec.name() {
+            "model" => {
+                settings.model = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_default();
+            }
+            "ep" => settings.ep = value.get().expect("type checked upstream"),
+            "threads" => settings.threads = value.get().expect("type checked upstream"),
+            "regen" => {
+                settings.regen = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_else(|| DEFAULT_REGEN.into());
+            }
+            other => unreachable!("unknown property {other}"),
+        }
+        gst::debug!(CAT, imp = self, "Set {} = {:?}", pspec.name(), value);
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let settings = lock(&self.settings);
+        let stats = lock(&self.stats);
+        match pspec.name() {
+            "model" => settings.model.to_value(),
+            "ep" => settings.ep.to_value(),
+            "threads" => settings.threads.to_value(),
+            "regen" => settings.regen.to_value(),
+            "frames-decoded" => stats.decoded.to_value(),
+            "frames-dropped" => stats.dropped.to_value(),
+            "frames-lost" => stats.lost.to_value(),
+            other => unreachable!("unknown property {other}"),
+        }
+    }
+}
+
+impl GstObjectImpl for UigcDec {}
+
+impl ElementImpl for UigcDec {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static ELEMENT_METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "uigc decoder",
+                "Codec/Decoder/Video",
+                "Ultra-low-bitrate image decoder (VQ tokenizer + multi-stage prior): one packet \
+                 per buffer to one RGB frame; bad packets are dropped and counted",
+                "uigc developers",
+            )
+        });
+        Some(&*ELEMENT_METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let max = codec::bitstream::MAX_DIMENSION as i32;
+            let sink = gst::PadTemplate::new(
+                "sink",
+                gst::PadDirection::Sink,
+                gst::PadPresence::Always,
+                &gst::Caps::builder("video/x-uigc").build(),
+            )
+            .unwrap();
+            let src_caps = gst_video::VideoCapsBuilder::new()
+                .format(gst_video::VideoFormat::Rgb)
+                .width_range(1..=max)
+                .height_range(1..=max)
+                .build();
+            let src = gst::PadTemplate::new(
+                "src",
+                gst::PadDirection::Src,
+                gst::PadPresence::Always,
+                &src_caps,
+            )
+            .unwrap();
+            vec![src, sink]
+        });
+        PAD_TEMPLATES.as_ref()
+    }
+}
+
+impl VideoDecoderImpl for UigcDec {
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = lock(&self.settings).clone();
+        if !REGEN_MODES.contains(&settings.regen.as_str()) {
+            return Err(gst::error_msg!(
+                gst::LibraryError::Settings,
+                (
+                    "regeneration mode '{}' is not available in this build (available: {})",
+                    settings.regen,
+                    REGEN_MODES.join(", ")
+                )
+            ));
+        }
+        let (model, dir): (codec::Model, PathBuf) =
+            crate::uigcenc::load_model(&settings.model, settings.ep, settings.threads)?;
+        let model_desc = format!(
+            "model {} '{}' from {}",
+            model.model_id(),
+            model.bundle().name,
+            dir.display()
+        );
+        gst::info!(
+            CAT,
+            imp = self,
+            "Loaded {model_desc} on {}",
+            model.provider()
+        );
+        *lock(&self.stats) = Stats::default();
+        *lock(&self.state) = Some(State {
+            model,
+            model_desc,
+            input_state: None,
+            losses: LossCounter::default(),
+            reported_latency: None,
+        });
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        *lock(&self.state) = None;
+        Ok(())
+    }
+
+    fn set_format(
+        &self,
+        input_state: &gst_video::VideoCodecState<'static, gst_video::video_codec_state::Readable>,
+    ) -> Result<(), gst::LoggableError> {
+        gst::debug!(CAT, imp = self, "Input caps {:?}", input_state.caps());
+        let mut guard = lock(&self.state);
+        let state = guard
+            .as_mut()
+            .ok_or_else(|| gst::loggable_error!(CAT, "set_format before start"))?;
+        state.input_state = Some(input_state.clone());
+        Ok(())
+    }
+
+    fn handle_frame(
+        &self,
+        mut frame: gst_video::VideoCodecFrame,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let t0 = Instant::now();
+        let mut guard = lock(&self.state);
+        let state = guard.as_mut().ok_or(gst::FlowError::NotNegotiated)?;
+        let decoded = {
+            let input = frame.input_buffer().ok_or(gst::FlowError::Error)?;
+            let map = input.map_readable().map_err(|_| {
+                gst::element_imp_error!(self, gst::CoreError::Failed, ["Failed to map input"]);
+                gst::FlowError::Error
+            })?;
+            state.model.decode(map.as_slice())
+        };
+        let decoded = match decoded {
+            Ok(d) => d,
+            Err(e) => {
+                let desc = state.model_desc.clone();
+                drop(guard);
+                return self.reject(frame, &e, &desc);
+            }
+        };
+        let header = &decoded.tokens.header;
+        let lost = state.losses.record(header.stream_id, header.frame);
+        let input_state = state.input_state.clone();
+        drop(guard);
+
+        let image = &decoded.image;
+        let info = self.ensure_output(image.width, image.height, input_state.as_ref())?;
+        self.obj().allocate_output_frame(&mut frame, None)?;
+        {
+            let out = frame.output_buffer_mut().ok_or(gst::FlowError::Error)?;
+            let mut out =
+                gst_video::VideoFrameRef::from_buffer_ref_writable(out, &info).map_err(|_| {
+                    gst::element_imp_error!(
+                        self,
+                        gst::CoreError::Failed,
+                        ["Failed to map output buffer writable"]
+                    );
+                    gst::FlowError::Error
+                })?;
+            let stride = out.plane_stride()[0] as usize;
+            let row = image.width as usize * 3;
+            let plane = out.plane_data_mut(0).map_err(|_| gst::FlowError::Error)?;
+            for (y, src) in image.data.chunks_exact(row).enumerate() {
+                plane[y * stride..y * stride + row].copy_from_slice(src);
+            }
+        }
+        {
+            let mut stats = lock(&self.stats);
+            stats.decoded += 1;
+            stats.total_time += t0.elapsed();
+            stats.lost = stats.lost.saturating_add_signed(lost);
+        }
+        gst::log!(
+            CAT,
+            imp = self,
+            "Packet {} (stream {}, counter {}, {} stages): {}x{} in {:?}",
+            frame.system_frame_number(),
+            header.stream_id,
+            header.frame,
+            header.stages,
+            image.width,
+            image.height,
+            t0.elapsed()
+        );
+        let res = self.obj().finish_frame(frame);
+        self.update_latency();
+        res
+    }
+}

@@ -1,0 +1,681 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+
+use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_video::prelude::*;
+use gst_video::subclass::prelude::*;
+
+use super::{ExecutionProvider, Keep};
+use crate::codec::{self, FrameParams, RgbImage};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "uigcenc",
+        gst::DebugColorFlags::empty(),
+        Some("uigc ultra-low-bitrate image encoder"),
+    )
+});
+
+const DEFAULT_MODEL: &str = "";
+const DEFAULT_EP: ExecutionProvider = ExecutionProvider::Cpu;
+const DEFAULT_THREADS: u32 = 0;
+const DEFAULT_STREAM_ID: u32 = 0;
+const DEFAULT_KEEP: Keep = Keep::All;
+const DEFAULT_REGEN: &str = "argmax";
+const DEFAULT_TARGET_BITRATE: u32 = 0;
+const DEFAULT_MAX_FRAME_BYTES: u32 = 0;
+/// Frame rate assumed by `target-bitrate` when neither the caps nor the buffers give one.
+const FALLBACK_FPS: f64 = 30.0;
+/// Largest frame side the packet format carries.
+const MAX_SIDE: i32 = codec::bitstream::MAX_DIMENSION as i32;
+
+#[derive(Debug, Clone)]
+struct Settings {
+    model: String,
+    ep: ExecutionProvider,
+    threads: u32,
+    stream_id: u32,
+    keep: Keep,
+    regen: String,
+    target_bitrate: u32,
+    max_frame_bytes: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            model: DEFAULT_MODEL.into(),
+            ep: DEFAULT_EP,
+            threads: DEFAULT_THREADS,
+            stream_id: DEFAULT_STREAM_ID,
+            keep: DEFAULT_KEEP,
+            regen: DEFAULT_REGEN.into(),
+            target_bitrate: DEFAULT_TARGET_BITRATE,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    last_bytes: u32,
+    last_bpp: f64,
+    last_stages: u32,
+    last_policy: String,
+    frames_encoded: u64,
+    frames_dropped: u64,
+    /// Frames timed (encoded or dropped for the budget) and their total time.
+    timed: u64,
+    total_time: Duration,
+}
+
+impl Stats {
+    fn mean_time(&self) -> Duration {
+        if self.timed == 0 {
+            Duration::ZERO
+        } else {
+            self.total_time / self.timed as u32
+        }
+    }
+}
+
+/// The negotiated input and how it becomes packed RGB.
+struct Video {
+    info: gst_video::VideoInfo,
+    /// `None` when the input is RGB already.
+    converter: Option<(gst_video::VideoConverter, gst_video::VideoInfo, gst::Buffer)>,
+}
+
+struct State {
+    model: codec::Model,
+    levels: u8,
+    num_stages: usize,
+    video: Option<Video>,
+    /// Frame counter of the next packet (counts packets sent).
+    frame: u32,
+    reported_latency: Option<gst::ClockTime>,
+}
+
+#[derive(Default)]
+pub struct UigcEnc {
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+    stats: Mutex<Stats>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl UigcEnc {
+    /// Packs (and converts when needed) the input frame into tight 8-bit RGB.
+    fn to_rgb(
+        &self,
+        video: &mut Video,
+        input: &gst::BufferRef,
+    ) -> Result<RgbImage, gst::FlowError> {
+        let in_frame = gst_video::VideoFrameRef::from_buffer_ref_readable(input, &video.info)
+            .map_err(|_| {
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Failed,
+                    ["Failed to map the input buffer readable"]
+                );
+                gst::FlowError::Error
+            })?;
+        let (w, h) = (video.info.width(), video.info.height());
+        let row = w as usize * 3;
+        let mut data = vec![0u8; row * h as usize];
+        let copy_rows = |plane: &[u8], stride: usize, data: &mut [u8]| {
+            for (y, dst) in data.chunks_exact_mut(row).enumerate() {
+                dst.copy_from_slice(&plane[y * stride..y * stride + row]);
+            }
+        };
+        match &mut video.converter {
+            None => {
+                let plane = in_frame.plane_data(0).map_err(|_| gst::FlowError::Error)?;
+                copy_rows(plane, in_frame.plane_stride()[0] as usize, &mut data);
+            }
+            Some((converter, rgb_info, scratch)) => {
+                let scratch = scratch.get_mut().ok_or(gst::FlowError::Error)?;
+                let mut out = gst_video::VideoFrameRef::from_buffer_ref_writable(scratch, rgb_info)
+                    .map_err(|_| gst::FlowError::Error)?;
+                converter.frame_ref(&in_frame, &mut out);
+                let stride = out.plane_stride()[0] as usize;
+                let plane = out.plane_data(0).map_err(|_| gst::FlowError::Error)?;
+                copy_rows(plane, stride, &mut data);
+            }
+        }
+        RgbImage::new(w, h, data).map_err(|e| {
+            gst::element_imp_error!(self, gst::StreamError::Format, ["{e}"]);
+            gst::FlowError::Error
+        })
+    }
+
+    /// Bytes one frame may use: the smaller of `max-frame-bytes` and `target-bitrate` / fps.
+    fn budget(
+        settings: &Settings,
+        info: &gst_video::VideoInfo,
+        duration: Option<gst::ClockTime>,
+    ) -> Option<usize> {
+        let mut budget = None;
+        if settings.max_frame_bytes > 0 {
+            budget = Some(settings.max_frame_bytes as usize);
+        }
+        if settings.target_bitrate > 0 {
+            let fps = info.fps();
+            let fps = if fps.numer() > 0 && fps.denom() > 0 {
+                fps.numer() as f64 / fps.denom() as f64
+            } else if let Some(d) = duration.filter(|d| !d.is_zero()) {
+                1e9 / d.nseconds() as f64
+            } else {
+                FALLBACK_FPS
+            };
+            let bytes = (settings.target_bitrate as f64 / 8.0 / fps).floor() as usize;
+            budget = Some(budget.map_or(bytes, |b: usize| b.min(bytes)));
+        }
+        budget
+    }
+
+    /// Reports the processing time as latency once it outgrows what was reported.
+    fn update_latency(&self) {
+        let mean = lock(&self.stats).mean_time();
+        let latency = super::processing_latency(mean);
+        let mut state = lock(&self.state);
+        let Some(state) = state.as_mut() else { return };
+        if state.reported_latency.is_some_and(|r| latency <= r) {
+            return;
+        }
+        state.reported_latency = Some(latency);
+        gst::debug!(CAT, imp = self, "Reporting latency {latency}");
+        self.obj().set_latency(latency, Some(latency));
+    }
+
+    fn drop_frame(
+        &self,
+        frame: gst_video::VideoCodecFrame,
+        why: &str,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        {
+            let mut stats = lock(&self.stats);
+            stats.frames_dropped += 1;
+            stats.last_bytes = 0;
+            stats.last_bpp = 0.0;
+            stats.last_stages = 0;
+            stats.last_policy = format!("dropped: {why}");
+        }
+        gst::warning!(
+            CAT,
+            imp = self,
+            "Dropping frame {}: {why}",
+            frame.system_frame_number()
+        );
+        // A frame without output buffer is a dropped frame for the base class.
+        self.obj().finish_frame(frame)
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for UigcEnc {
+    const NAME: &'static str = "GstUigcEnc";
+    type Type = super::UigcEnc;
+    type ParentType = gst_video::VideoEncoder;
+}
+
+impl ObjectImpl for UigcEnc {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("model")
+                    .nick("Model")
+                    .blurb(
+                        "Model bundle directory; empty = the shipped default model \
+                         (UIGC_MODEL, the source tree's models/uigc-small, then \
+                         /usr/local/share/uigc/models/uigc-small). Sender and receiver must \
+                         use the same model",
+                    )
+                    .default_value(Some(DEFAULT_MODEL))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("ep", DEFAULT_EP)
+                    .nick("Execution provider")
+                    .blurb(
+                        "ONNX Runtime execution provider of the tokenizer network; a GPU \
+                         provider that is not available is an error, never a silent fallback",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("threads")
+                    .nick("Threads")
+                    .blurb("Worker threads of the network and the prior (0 = automatic)")
+                    .default_value(DEFAULT_THREADS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("stream-id")
+                    .nick("Stream id")
+                    .blurb(
+                        "Sender identity written into every packet, so one receiver can tell \
+                         devices apart and count lost frames per device",
+                    )
+                    .default_value(DEFAULT_STREAM_ID)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("keep", DEFAULT_KEEP)
+                    .nick("Keep policy")
+                    .blurb(
+                        "Share of the tokens sent (a prefix of the stage schedule); the \
+                         decoder regenerates the rest. An upper bound when a budget is set",
+                    )
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecString::builder("regen")
+                    .nick("Regeneration hint")
+                    .blurb(
+                        "How the receiver should regenerate the tokens not sent (a hint for \
+                         the rate control; this version's decoders use argmax)",
+                    )
+                    .default_value(Some(DEFAULT_REGEN))
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("target-bitrate")
+                    .nick("Target bitrate")
+                    .blurb(
+                        "Bits per second (0 = off): each frame gets at most bitrate / \
+                         framerate / 8 bytes; stages are removed until the packet fits, a frame \
+                         that cannot fit is dropped",
+                    )
+                    .default_value(DEFAULT_TARGET_BITRATE)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-frame-bytes")
+                    .nick("Max frame bytes")
+                    .blurb(
+                        "Largest packet in bytes (0 = off; 65507 = one plain UDP datagram): \
+                         stages are removed until the packet fits, a frame that cannot fit is \
+                         dropped",
+                    )
+                    .default_value(DEFAULT_MAX_FRAME_BYTES)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("last-frame-bytes")
+                    .nick("Last frame bytes")
+                    .blurb("Size of the last packet in bytes (0 when it was dropped)")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecDouble::builder("last-frame-bpp")
+                    .minimum(0.0)
+                    .nick("Last frame bpp")
+                    .blurb("Bits per pixel of the last packet, header included")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt::builder("last-frame-stages")
+                    .nick("Last frame stages")
+                    .blurb("Schedule stages coded in the last packet")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecString::builder("last-frame-policy")
+                    .nick("Last frame policy")
+                    .blurb("What decided the size of the last frame (keep policy, budget or drop)")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecDouble::builder("mean-encode-ms")
+                    .minimum(0.0)
+                    .nick("Mean encode time")
+                    .blurb(
+                        "Mean time to encode one frame in milliseconds (conversion, network, \
+                         coding) since the element started",
+                    )
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("frames-encoded")
+                    .nick("Frames encoded")
+                    .blurb("Packets sent since the element started")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("frames-dropped")
+                    .nick("Frames dropped")
+                    .blurb(
+                        "Frames dropped since the element started (over budget, or late under QoS)",
+                    )
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        // Late frames are dropped, not queued (only acts on QoS events from downstream).
+        self.obj().set_qos_enabled(true);
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut settings = lock(&self.settings);
+        match pspec.name() {
+            "model" => {
+                settings.model = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_default();
+            }
+            "ep" => settings.ep = value.get().expect("type checked upstream"),
+            "threads" => settings.threads = value.get().expect("type checked upstream"),
+            "stream-id" => settings.stream_id = value.get().expect("type checked upstream"),
+            "keep" => settings.keep = value.get().expect("type checked upstream"),
+            "regen" => {
+                settings.regen = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_else(|| DEFAULT_REGEN.into());
+            }
+            "target-bitrate" => {
+                settings.target_bitrate = value.get().expect("type checked upstream")
+            }
+            "max-frame-bytes" => {
+                settings.max_frame_bytes = value.get().expect("type checked upstream")
+            }
+            other => unreachable!("unknown property {other}"),
+        }
+        gst::debug!(CAT, imp = self, "Set {} = {:?}", pspec.name(), value);
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let settings = lock(&self.settings);
+        let stats = lock(&self.stats);
+        match pspec.name() {
+            "model" => settings.model.to_value(),
+            "ep" => settings.ep.to_value(),
+            "threads" => settings.threads.to_value(),
+            "stream-id" => settings.stream_id.to_value(),
+            "keep" => settings.keep.to_value(),
+            "regen" => settings.regen.to_value(),
+            "target-bitrate" => settings.target_bitrate.to_value(),
+            "max-frame-bytes" => settings.max_frame_bytes.to_value(),
+            "last-frame-bytes" => stats.last_bytes.to_value(),
+            "last-frame-bpp" => stats.last_bpp.to_value(),
+            "last-frame-stages" => stats.last_stages.to_value(),
+            "last-frame-policy" => stats.last_policy.to_value(),
+            "mean-encode-ms" => (stats.mean_time().as_secs_f64() * 1e3).to_value(),
+            "frames-encoded" => stats.frames_encoded.to_value(),
+            "frames-dropped" => stats.frames_dropped.to_value(),
+            other => unreachable!("unknown property {other}"),
+        }
+    }
+}
+
+impl GstObjectImpl for UigcEnc {}
+
+impl ElementImpl for UigcEnc {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static ELEMENT_METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "uigc encoder",
+                "Codec/Encoder/Video",
+                "Ultra-low-bitrate image encoder (VQ tokenizer + multi-stage prior): one \
+                 self-contained packet of a few hundred bytes per frame",
+                "uigc developers",
+            )
+        });
+        Some(&*ELEMENT_METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            use gst_video::VideoFormat as F;
+            let sink_caps = gst_video::VideoCapsBuilder::new()
+                .format_list([
+                    F::Rgb,
+                    F::I420,
+                    F::Yv12,
+                    F::Nv12,
+                    F::Nv21,
+                    F::Yuy2,
+                    F::Uyvy,
+                    F::Yvyu,
+                    F::Y42b,
+                    F::Y444,
+                    F::Bgr,
+                    F::Rgbx,
+                    F::Bgrx,
+                    F::Xrgb,
+                    F::Xbgr,
+                    F::Rgba,
+                    F::Bgra,
+                    F::Argb,
+                    F::Abgr,
+                    F::Gray8,
+                ])
+                .width_range(1..=MAX_SIDE)
+                .height_range(1..=MAX_SIDE)
+                .build();
+            let sink = gst::PadTemplate::new(
+                "sink",
+                gst::PadDirection::Sink,
+                gst::PadPresence::Always,
+                &sink_caps,
+            )
+            .unwrap();
+            let src_caps = gst::Caps::builder("video/x-uigc")
+                .field("width", gst::IntRange::new(1, MAX_SIDE))
+                .field("height", gst::IntRange::new(1, MAX_SIDE))
+                .build();
+            let src = gst::PadTemplate::new(
+                "src",
+                gst::PadDirection::Src,
+                gst::PadPresence::Always,
+                &src_caps,
+            )
+            .unwrap();
+            vec![src, sink]
+        });
+        PAD_TEMPLATES.as_ref()
+    }
+}
+
+impl VideoEncoderImpl for UigcEnc {
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = lock(&self.settings).clone();
+        if settings.regen != DEFAULT_REGEN {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "regen hint '{}': this version's decoders regenerate with argmax",
+                settings.regen
+            );
+        }
+        let (model, model_dir) = super::load_model(&settings.model, settings.ep, settings.threads)?;
+        let schedule = model.bundle().schedule;
+        gst::info!(
+            CAT,
+            imp = self,
+            "Loaded model '{}' ({}) from {} on {}",
+            model.bundle().name,
+            model.model_id(),
+            model_dir.display(),
+            model.provider()
+        );
+        *lock(&self.stats) = Stats::default();
+        *lock(&self.state) = Some(State {
+            levels: schedule.levels(),
+            num_stages: schedule.num_stages(),
+            model,
+            video: None,
+            frame: 0,
+            reported_latency: None,
+        });
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        *lock(&self.state) = None;
+        Ok(())
+    }
+
+    fn set_format(
+        &self,
+        state: &gst_video::VideoCodecState<'static, gst_video::video_codec_state::Readable>,
+    ) -> Result<(), gst::LoggableError> {
+        let info = state.info().clone();
+        gst::debug!(CAT, imp = self, "Setting format {:?}", info);
+        let converter = if info.format() == gst_video::VideoFormat::Rgb {
+            None
+        } else {
+            let rgb_info = gst_video::VideoInfo::builder(
+                gst_video::VideoFormat::Rgb,
+                info.width(),
+                info.height(),
+            )
+            .fps(info.fps())
+            .par(info.par())
+            .interlace_mode(info.interlace_mode())
+            .build()
+            .map_err(|e| gst::loggable_error!(CAT, "No RGB layout for {info:?}: {e}"))?;
+            let converter = gst_video::VideoConverter::new(&info, &rgb_info, None)
+                .map_err(|e| gst::loggable_error!(CAT, "No converter {info:?} -> RGB: {e}"))?;
+            let scratch = gst::Buffer::with_size(rgb_info.size())
+                .map_err(|e| gst::loggable_error!(CAT, "{e}"))?;
+            Some((converter, rgb_info, scratch))
+        };
+        {
+            let mut guard = lock(&self.state);
+            let st = guard
+                .as_mut()
+                .ok_or_else(|| gst::loggable_error!(CAT, "set_format before start"))?;
+            st.video = Some(Video {
+                info: info.clone(),
+                converter,
+            });
+        }
+
+        let obj = self.obj();
+        let output_state = obj
+            .set_output_state(gst::Caps::builder("video/x-uigc").build(), Some(state))
+            .map_err(|_| gst::loggable_error!(CAT, "Failed to set output state"))?;
+        obj.negotiate(output_state)
+            .map_err(|_| gst::loggable_error!(CAT, "Failed to negotiate"))?;
+
+        // Until measured, assume one frame of processing time.
+        let fps = info.fps();
+        if fps.numer() > 0 {
+            let frame = gst::ClockTime::SECOND
+                .mul_div_floor(fps.denom() as u64, fps.numer() as u64)
+                .unwrap_or(gst::ClockTime::ZERO);
+            let mut guard = lock(&self.state);
+            if let Some(st) = guard.as_mut() {
+                if st.reported_latency.is_none() {
+                    st.reported_latency = Some(frame);
+                    drop(guard);
+                    obj.set_latency(frame, Some(frame));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_frame(
+        &self,
+        mut frame: gst_video::VideoCodecFrame,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let obj = self.obj();
+        // Under QoS pressure (a downstream sink reported lateness), drop what is already late.
+        if obj.max_encode_time(&frame) < 0 {
+            return self.drop_frame(frame, "late (QoS)");
+        }
+        let settings = lock(&self.settings).clone();
+        let t0 = Instant::now();
+        let mut guard = lock(&self.state);
+        let state = guard.as_mut().ok_or(gst::FlowError::NotNegotiated)?;
+        let video = state.video.as_mut().ok_or(gst::FlowError::NotNegotiated)?;
+        let budget = Self::budget(&settings, &video.info, frame.duration());
+        let image = {
+            let input = frame.input_buffer().ok_or(gst::FlowError::Error)?;
+            self.to_rgb(video, input)?
+        };
+        let tokens = state.model.tokenize(&image).map_err(|e| {
+            gst::element_imp_error!(self, gst::StreamError::Encode, ("Tokenizer failed: {e}"));
+            gst::FlowError::Error
+        })?;
+        let max_stages = super::keep_to_stages(settings.keep, state.levels).min(state.num_stages);
+        let params = FrameParams {
+            stream_id: settings.stream_id,
+            frame: state.frame,
+            ..Default::default()
+        };
+        let packet = super::encode_within_budget(
+            state.model.token_codec(),
+            &tokens,
+            image.width,
+            image.height,
+            params,
+            max_stages,
+            budget,
+        )
+        .map_err(|e| {
+            gst::element_imp_error!(self, gst::StreamError::Encode, ("Coding failed: {e}"));
+            gst::FlowError::Error
+        })?;
+        let elapsed = t0.elapsed();
+        let Some(packet) = packet else {
+            let num_stages = state.num_stages;
+            drop(guard);
+            {
+                let mut stats = lock(&self.stats);
+                stats.timed += 1;
+                stats.total_time += elapsed;
+            }
+            let budget = budget.unwrap_or(0);
+            let n = lock(&self.stats).frames_dropped;
+            if n.is_multiple_of(100) {
+                gst::element_imp_warning!(
+                    self,
+                    gst::StreamError::Encode,
+                    ("Frame does not fit the budget of {budget} bytes even with 0 of {num_stages} stages: dropped ({} dropped so far)", n + 1)
+                );
+            }
+            return self.drop_frame(frame, &format!("over budget ({budget} bytes)"));
+        };
+        state.frame = state.frame.wrapping_add(1);
+        let num_stages = state.num_stages;
+        drop(guard);
+
+        let h = &packet.header;
+        let bytes = packet.bytes.len();
+        {
+            let mut stats = lock(&self.stats);
+            stats.frames_encoded += 1;
+            stats.timed += 1;
+            stats.total_time += elapsed;
+            stats.last_bytes = bytes as u32;
+            stats.last_bpp = bytes as f64 * 8.0 / (h.width as f64 * h.height as f64);
+            stats.last_stages = h.stages as u32;
+            stats.last_policy = match budget {
+                Some(b) if (h.stages as usize) < max_stages => {
+                    format!("budget {b} B: {}/{num_stages} stages", h.stages)
+                }
+                _ => format!("keep {:?}: {}/{num_stages} stages", settings.keep, h.stages)
+                    .to_lowercase(),
+            };
+        }
+        gst::log!(
+            CAT,
+            imp = self,
+            "Frame {} (stream {}, counter {}): {bytes} bytes, {}/{num_stages} stages, {:?}",
+            frame.system_frame_number(),
+            h.stream_id,
+            h.frame,
+            h.stages,
+            elapsed
+        );
+
+        frame.set_flags(gst_video::VideoCodecFrameFlags::SYNC_POINT);
+        frame.set_output_buffer(gst::Buffer::from_mut_slice(packet.bytes));
+        let res = obj.finish_frame(frame);
+        self.update_latency();
+        res
+    }
+}

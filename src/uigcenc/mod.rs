@@ -1,0 +1,261 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+
+/**
+ * element-uigcenc:
+ * @short_description: uigc ultra-low-bitrate image encoder: one raw frame in, one packet out.
+ *
+ * Encodes each raw video frame into one self-contained uigc packet (docs/bitstream.md): the
+ * frame is tokenized by the model's VQ tokenizer and the tokens are range-coded with the model's
+ * multi-stage prior. Every packet is a sync point (intra-only), so one UDP datagram carries one
+ * frame and a lost datagram costs exactly one frame.
+ *
+ * The sink pad takes RGB and the formats cameras give (I420, NV12, YUY2, BGRx, ...) at any size
+ * up to 8192x8192; anything that is not RGB is converted internally. The source pad gives
+ * `video/x-uigc`. With `keep`, `max-frame-bytes` or `target-bitrate` the encoder sends fewer
+ * stages of the schedule and the decoder regenerates the rest; a frame that fits no budget even
+ * with no stage is dropped with a warning (counted in `frames-dropped`). With `qos=true` (the
+ * default here) frames that are already late downstream are dropped instead of queued.
+ *
+ * ## Example pipelines
+ * ```bash
+ * # camera -> UDP
+ * gst-launch-1.0 v4l2src ! videoconvert ! uigcenc ! udpsink host=127.0.0.1 port=5600
+ * # test source, at most 1500 bytes per frame, 20 kbit/s
+ * gst-launch-1.0 videotestsrc is-live=true ! video/x-raw,width=640,height=480,framerate=5/1 \
+ *   ! uigcenc model=tests/data/tiny-model target-bitrate=20000 max-frame-bytes=1500 \
+ *   ! udpsink host=127.0.0.1 port=5600
+ * ```
+ *
+ * Since: 0.1
+ */
+use std::path::PathBuf;
+
+use gst::glib;
+use gst::prelude::*;
+
+use crate::codec::{self, EncodedPacket, FrameParams, TokenCodec, TokenGrid};
+
+mod imp;
+
+glib::wrapper! {
+    pub struct UigcEnc(ObjectSubclass<imp::UigcEnc>) @extends gst_video::VideoEncoder, gst::Element, gst::Object;
+}
+
+pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    ExecutionProvider::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    Keep::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    gst::Element::register(
+        Some(plugin),
+        "uigcenc",
+        gst::Rank::PRIMARY,
+        UigcEnc::static_type(),
+    )
+}
+
+/// Which ONNX Runtime execution provider runs the tokenizer networks (shared by both elements).
+#[derive(Debug, Eq, PartialEq, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstUigcExecutionProvider")]
+pub(crate) enum ExecutionProvider {
+    #[default]
+    #[enum_value(name = "CPU", nick = "cpu")]
+    Cpu,
+    #[enum_value(
+        name = "CUDA (needs a build with --features cuda and a GPU)",
+        nick = "cuda"
+    )]
+    Cuda,
+    #[enum_value(
+        name = "TensorRT (needs a build with --features tensorrt and a GPU)",
+        nick = "tensorrt"
+    )]
+    TensorRt,
+    #[enum_value(name = "Auto: TensorRT, then CUDA, then CPU", nick = "auto")]
+    Auto,
+}
+
+impl From<ExecutionProvider> for codec::ExecutionProvider {
+    fn from(ep: ExecutionProvider) -> Self {
+        match ep {
+            ExecutionProvider::Cpu => codec::ExecutionProvider::Cpu,
+            ExecutionProvider::Cuda => codec::ExecutionProvider::Cuda,
+            ExecutionProvider::TensorRt => codec::ExecutionProvider::TensorRt,
+            ExecutionProvider::Auto => codec::ExecutionProvider::Auto,
+        }
+    }
+}
+
+/// Which share of the token grid the encoder sends; the decoder regenerates the rest.
+#[derive(Debug, Eq, PartialEq, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstUigcKeep")]
+pub(crate) enum Keep {
+    #[default]
+    #[enum_value(name = "All: every stage of the schedule", nick = "all")]
+    All,
+    #[enum_value(name = "Half: 1/2 of the tokens", nick = "half")]
+    Half,
+    #[enum_value(name = "Quarter: 1/4 of the tokens", nick = "quarter")]
+    Quarter,
+    #[enum_value(name = "Eighth: 1/8 of the tokens", nick = "eighth")]
+    Eighth,
+    #[enum_value(name = "Sixteenth: 1/16 of the tokens", nick = "sixteenth")]
+    Sixteenth,
+    #[enum_value(name = "Thirty-second: 1/32 of the tokens", nick = "thirty-second")]
+    ThirtySecond,
+    #[enum_value(
+        name = "Sixty-fourth: 1/64 of the tokens (the coarsest lattice)",
+        nick = "sixty-fourth"
+    )]
+    SixtyFourth,
+    #[enum_value(
+        name = "None: no token, the decoder generates the whole frame",
+        nick = "none"
+    )]
+    None,
+}
+
+/// Number of schedule stages (a prefix) that codes the share `keep` of the tokens with an
+/// `interleave2x2` schedule of `levels` levels (1 + 3 * levels stages). Stage 0 is the lattice of
+/// step 2^levels (1/4^levels of the tokens); within level l the three stages each add 1/4^l. With
+/// levels = 3: all = 10, half = 8, quarter = 7, eighth = 5, sixteenth = 4, thirty-second = 2,
+/// sixty-fourth = 1, none = 0. Shares finer than the lattice give 1 stage.
+pub(crate) fn keep_to_stages(keep: Keep, levels: u8) -> usize {
+    let l = levels as usize;
+    // keep = 1 / 2^k
+    let k = match keep {
+        Keep::All => return 1 + 3 * l,
+        Keep::None => return 0,
+        Keep::Half => 1,
+        Keep::Quarter => 2,
+        Keep::Eighth => 3,
+        Keep::Sixteenth => 4,
+        Keep::ThirtySecond => 5,
+        Keep::SixtyFourth => 6,
+    };
+    let m = k / 2;
+    if m >= l {
+        return 1;
+    }
+    if k % 2 == 0 {
+        // 1/4^m: the whole lattice of step 2^m, i.e. levels l..m+1 done.
+        1 + 3 * (l - m)
+    } else {
+        // 2/4^(m+1): plus the odd/odd stage of level m+1.
+        1 + 3 * (l - m - 1) + 1
+    }
+}
+
+/// Interim rate control (to be replaced by the core's, issue #5): the packet of at most
+/// `max_stages` stages, with the most stages whose packet fits `budget` bytes (no budget: all of
+/// `max_stages`). Re-codes the tokens of one tokenizer pass; `None` when not even 0 stages fit.
+pub(crate) fn encode_within_budget(
+    codec: &mut TokenCodec,
+    tokens: &TokenGrid,
+    width: u32,
+    height: u32,
+    params: FrameParams,
+    max_stages: usize,
+    budget: Option<usize>,
+) -> codec::Result<Option<EncodedPacket>> {
+    let with = |stages| FrameParams {
+        stages: Some(stages),
+        ..params
+    };
+    let first = codec.encode(tokens, width, height, with(max_stages))?;
+    let Some(budget) = budget else {
+        return Ok(Some(first));
+    };
+    if first.bytes.len() <= budget {
+        return Ok(Some(first));
+    }
+    // Skip the stage counts whose ideal size already exceeds the budget, verify the rest.
+    let header = first.bytes.len() - first.payload_bits / 8;
+    for stages in (0..max_stages).rev() {
+        let ideal: f64 = first.stage_bits.iter().take(stages).sum();
+        if header + (ideal / 8.0).floor() as usize > budget {
+            continue;
+        }
+        let packet = codec.encode(tokens, width, height, with(stages))?;
+        if packet.bytes.len() <= budget {
+            return Ok(Some(packet));
+        }
+    }
+    Ok(None)
+}
+
+/// Loads the model named by an element's `model` property (empty: the shipped default).
+pub(crate) fn load_model(
+    model: &str,
+    ep: ExecutionProvider,
+    threads: u32,
+) -> Result<(codec::Model, PathBuf), gst::ErrorMessage> {
+    let dir = if model.is_empty() {
+        codec::default_model_dir().map_err(|e| {
+            gst::error_msg!(
+                gst::ResourceError::NotFound,
+                ("{e} (set the 'model' property to a model bundle directory)")
+            )
+        })?
+    } else {
+        PathBuf::from(model)
+    };
+    let opts = codec::RuntimeOptions {
+        library: None,
+        provider: ep.into(),
+        threads: threads as usize,
+    };
+    let model = codec::Model::load(&dir, &opts).map_err(|e| {
+        let text = format!("could not load model {}: {e}", dir.display());
+        match e {
+            codec::Error::RuntimeNotFound { .. } | codec::Error::RuntimeLoad { .. } => {
+                gst::error_msg!(gst::LibraryError::Init, ("{text}"))
+            }
+            codec::Error::ProviderUnavailable { .. } => {
+                gst::error_msg!(gst::LibraryError::Settings, ("{text}"))
+            }
+            codec::Error::Io { .. } => gst::error_msg!(gst::ResourceError::NotFound, ("{text}")),
+            _ => gst::error_msg!(gst::ResourceError::OpenRead, ("{text}")),
+        }
+    })?;
+    Ok((model, dir))
+}
+
+/// Latency to report for a synchronous element whose mean processing time is `mean`: the mean
+/// plus a quarter, rounded up to a millisecond.
+pub(crate) fn processing_latency(mean: std::time::Duration) -> gst::ClockTime {
+    let ms = (mean.as_secs_f64() * 1250.0).ceil() as u64;
+    gst::ClockTime::from_mseconds(ms.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_maps_to_stage_counts_of_three_levels() {
+        let got: Vec<usize> = [
+            Keep::All,
+            Keep::Half,
+            Keep::Quarter,
+            Keep::Eighth,
+            Keep::Sixteenth,
+            Keep::ThirtySecond,
+            Keep::SixtyFourth,
+            Keep::None,
+        ]
+        .into_iter()
+        .map(|k| keep_to_stages(k, 3))
+        .collect();
+        assert_eq!(got, vec![10, 8, 7, 5, 4, 2, 1, 0]);
+    }
+
+    #[test]
+    fn keep_clamps_to_the_lattice() {
+        assert_eq!(keep_to_stages(Keep::All, 1), 4);
+        assert_eq!(keep_to_stages(Keep::Half, 1), 2);
+        assert_eq!(keep_to_stages(Keep::Quarter, 1), 1);
+        assert_eq!(keep_to_stages(Keep::SixtyFourth, 1), 1);
+        assert_eq!(keep_to_stages(Keep::None, 1), 0);
+    }
+}

@@ -1,0 +1,448 @@
+//! `uigcenc` / `uigcdec` in `gst_check::Harness`: formats, sizes, property effects, renegotiation
+//! and error paths (random, truncated, bit-flipped and wrong-model packets). No display needed.
+
+mod common;
+
+use std::sync::Once;
+
+use gst::prelude::*;
+use gst_check::Harness;
+use gstuigc::codec;
+
+fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstuigc::plugin_register_static().expect("registering the uigc plugin");
+    });
+}
+
+fn tiny() -> String {
+    common::tiny_model_dir().display().to_string()
+}
+
+fn encoder(props: &[(&str, &str)]) -> gst::Element {
+    let e = gst::ElementFactory::make("uigcenc")
+        .property("model", tiny())
+        .build()
+        .unwrap();
+    for (k, v) in props {
+        e.set_property_from_str(k, v);
+    }
+    e
+}
+
+fn decoder(model: &str) -> gst::Element {
+    gst::ElementFactory::make("uigcdec")
+        .property("model", model)
+        .build()
+        .unwrap()
+}
+
+/// A raw frame of `format` at `w` x `h` with a deterministic pattern.
+fn raw_buffer(format: &str, w: u32, h: u32, seed: u32, pts: u64) -> (gst::Caps, gst::Buffer) {
+    let caps = gst::Caps::builder("video/x-raw")
+        .field("format", format)
+        .field("width", w as i32)
+        .field("height", h as i32)
+        .field("framerate", gst::Fraction::new(10, 1))
+        .build();
+    let info = gst_video::VideoInfo::from_caps(&caps).unwrap();
+    let mut s = seed.wrapping_mul(2654435761).wrapping_add(12345);
+    let data: Vec<u8> = (0..info.size())
+        .map(|i| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            ((i as u32 / 7) ^ (s % 64)) as u8
+        })
+        .collect();
+    let mut buf = gst::Buffer::from_mut_slice(data);
+    {
+        let b = buf.get_mut().unwrap();
+        b.set_pts(gst::ClockTime::from_mseconds(100 * pts));
+        b.set_duration(gst::ClockTime::from_mseconds(100));
+    }
+    (caps, buf)
+}
+
+/// Encodes `n` frames of `format` at `w` x `h`; returns the packets.
+fn encode(enc: gst::Element, format: &str, w: u32, h: u32, n: u32) -> (Harness, Vec<Vec<u8>>) {
+    let mut harness = Harness::with_element(&enc, Some("sink"), Some("src"));
+    let mut out = Vec::new();
+    for i in 0..n {
+        let (caps, buf) = raw_buffer(format, w, h, i, i as u64);
+        if i == 0 {
+            harness.set_src_caps(caps);
+        }
+        harness.push(buf).unwrap();
+        while let Some(b) = harness.try_pull() {
+            assert!(!b.flags().contains(gst::BufferFlags::DELTA_UNIT));
+            out.push(b.map_readable().unwrap().to_vec());
+        }
+    }
+    (harness, out)
+}
+
+fn packet_buffer(bytes: &[u8], pts: u64) -> gst::Buffer {
+    let mut buf = gst::Buffer::from_mut_slice(bytes.to_vec());
+    buf.get_mut()
+        .unwrap()
+        .set_pts(gst::ClockTime::from_mseconds(100 * pts));
+    buf
+}
+
+fn decoder_harness(model: &str) -> Harness {
+    let mut h = Harness::with_element(&decoder(model), Some("sink"), Some("src"));
+    h.set_src_caps_str("video/x-uigc");
+    h
+}
+
+fn out_size(h: &Harness) -> (i32, i32) {
+    let caps = h.sinkpad().unwrap().current_caps().unwrap();
+    let s = caps.structure(0).unwrap();
+    assert_eq!(s.get::<&str>("format").unwrap(), "RGB");
+    (s.get("width").unwrap(), s.get("height").unwrap())
+}
+
+fn u64_prop(e: &gst::Element, name: &str) -> u64 {
+    e.property::<u64>(name)
+}
+
+#[test]
+fn encodes_camera_formats_at_any_size_and_decodes_back() {
+    init();
+    let mut model = common::load(&common::tiny_model_dir());
+    for format in [
+        "RGB", "I420", "NV12", "YUY2", "BGRx", "RGBx", "UYVY", "GRAY8",
+    ] {
+        for (w, h) in [(1, 1), (17, 9), (64, 48), (97, 33)] {
+            let (harness, packets) = encode(encoder(&[]), format, w, h, 2);
+            assert_eq!(packets.len(), 2, "{format} {w}x{h}");
+            let caps = harness.sinkpad().unwrap().current_caps().unwrap();
+            let s = caps.structure(0).unwrap();
+            assert_eq!(s.name(), "video/x-uigc");
+            assert_eq!(s.get::<i32>("width").unwrap(), w as i32);
+            for (i, p) in packets.iter().enumerate() {
+                let d = model.decode(p).unwrap();
+                assert_eq!((d.image.width, d.image.height), (w, h), "{format}");
+                assert_eq!(d.tokens.header.frame, i as u32, "frame counter");
+            }
+        }
+    }
+}
+
+#[test]
+fn rgb_input_gives_the_same_packet_as_the_codec() {
+    init();
+    let (_h, packets) = encode(encoder(&[]), "RGB", 40, 24, 1);
+    let (_, buf) = raw_buffer("RGB", 40, 24, 0, 0);
+    // RGB rows of 40 pixels are 120 bytes, already 4-aligned: the buffer is the tight image.
+    let img = codec::RgbImage::new(40, 24, buf.map_readable().unwrap().to_vec()).unwrap();
+    let mut model = common::load(&common::tiny_model_dir());
+    let direct = model
+        .encode(&img, codec::FrameParams::default())
+        .unwrap()
+        .packet
+        .bytes;
+    assert_eq!(packets[0], direct);
+}
+
+#[test]
+fn stream_id_and_keep_reach_the_packet() {
+    init();
+    let enc = encoder(&[("stream-id", "7"), ("keep", "quarter")]);
+    let (harness, packets) = encode(enc, "I420", 64, 64, 3);
+    let mut model = common::load(&common::tiny_model_dir());
+    for (i, p) in packets.iter().enumerate() {
+        let h = model.decode(p).unwrap().tokens.header;
+        assert_eq!((h.stream_id, h.frame, h.stages), (7, i as u32, 7));
+    }
+    let e = harness.element().unwrap();
+    assert_eq!(e.property::<u32>("last-frame-stages"), 7);
+    assert_eq!(
+        e.property::<u32>("last-frame-bytes") as usize,
+        packets[2].len()
+    );
+    assert!(e.property::<f64>("last-frame-bpp") > 0.0);
+    assert!(e.property::<f64>("mean-encode-ms") > 0.0);
+    assert_eq!(u64_prop(&e, "frames-encoded"), 3);
+    assert!(e.property::<String>("last-frame-policy").contains("7/10"));
+}
+
+#[test]
+fn keep_none_sends_no_token_and_still_decodes() {
+    init();
+    let (_h, packets) = encode(encoder(&[("keep", "none")]), "RGB", 48, 32, 1);
+    let mut model = common::load(&common::tiny_model_dir());
+    let d = model.decode(&packets[0]).unwrap();
+    assert_eq!(d.tokens.header.stages, 0);
+    assert_eq!((d.image.width, d.image.height), (48, 32));
+}
+
+#[test]
+fn max_frame_bytes_removes_stages_until_the_packet_fits() {
+    init();
+    let (_h, full) = encode(encoder(&[]), "RGB", 128, 96, 1);
+    let budget = full[0].len() / 2;
+    let budget_s = budget.to_string();
+    let enc = encoder(&[("max-frame-bytes", &budget_s)]);
+    let (harness, packets) = encode(enc, "RGB", 128, 96, 2);
+    assert_eq!(packets.len(), 2);
+    let e = harness.element().unwrap();
+    for p in &packets {
+        assert!(p.len() <= budget, "{} > {budget}", p.len());
+    }
+    let stages = e.property::<u32>("last-frame-stages");
+    assert!(stages < 10, "{stages}");
+    assert!(e.property::<String>("last-frame-policy").contains("budget"));
+}
+
+#[test]
+fn target_bitrate_sets_a_per_frame_budget() {
+    init();
+    let (_h, full) = encode(encoder(&[]), "RGB", 128, 96, 1);
+    // 10 fps: a budget of half the full packet.
+    let bytes = full[0].len() / 2;
+    let rate = (bytes * 8 * 10).to_string();
+    let enc = encoder(&[("target-bitrate", &rate)]);
+    let (_h, packets) = encode(enc, "RGB", 128, 96, 2);
+    assert_eq!(packets.len(), 2);
+    assert!(packets.iter().all(|p| p.len() <= bytes));
+}
+
+#[test]
+fn a_frame_that_fits_no_budget_is_dropped_and_counted() {
+    init();
+    let enc = encoder(&[("max-frame-bytes", "4")]);
+    let (harness, packets) = encode(enc, "NV12", 64, 48, 3);
+    assert!(packets.is_empty());
+    let e = harness.element().unwrap();
+    assert_eq!(u64_prop(&e, "frames-dropped"), 3);
+    assert_eq!(u64_prop(&e, "frames-encoded"), 0);
+    assert!(e
+        .property::<String>("last-frame-policy")
+        .starts_with("dropped"));
+    // The stream goes on once the budget allows it; the counter only counts sent packets.
+    e.set_property("max-frame-bytes", 0u32);
+    let mut harness = harness;
+    let (_, buf) = raw_buffer("NV12", 64, 48, 9, 9);
+    harness.push(buf).unwrap();
+    let p = harness.try_pull().expect("a packet");
+    let mut model = common::load(&common::tiny_model_dir());
+    assert_eq!(
+        model
+            .decode(&p.map_readable().unwrap())
+            .unwrap()
+            .tokens
+            .header
+            .frame,
+        0
+    );
+}
+
+#[test]
+fn missing_model_fails_at_start_with_a_clear_error() {
+    init();
+    let e = gst::ElementFactory::make("uigcenc")
+        .property("model", "/nonexistent/model")
+        .build()
+        .unwrap();
+    let bus = gst::Bus::new();
+    e.set_bus(Some(&bus));
+    assert!(e.set_state(gst::State::Paused).is_err());
+    let msg = bus
+        .iter()
+        .find(|m| matches!(m.view(), gst::MessageView::Error(_)))
+        .expect("an error message");
+    let gst::MessageView::Error(err) = msg.view() else {
+        unreachable!()
+    };
+    assert!(
+        err.error().to_string().contains("/nonexistent/model"),
+        "{}",
+        err.error()
+    );
+    e.set_state(gst::State::Null).unwrap();
+
+    let d = gst::ElementFactory::make("uigcdec")
+        .property("model", tiny())
+        .property("regen", "sample")
+        .build()
+        .unwrap();
+    assert!(d.set_state(gst::State::Paused).is_err());
+    d.set_state(gst::State::Null).unwrap();
+}
+
+#[test]
+fn decoder_outputs_rgb_and_renegotiates_on_size_change() {
+    init();
+    let (_h, a) = encode(encoder(&[]), "RGB", 32, 32, 2);
+    let (_h, b) = encode(encoder(&[]), "RGB", 48, 16, 1);
+    let mut h = decoder_harness(&tiny());
+    for (pts, (p, size)) in [
+        (&a[0], (32, 32)),
+        (&a[1], (32, 32)),
+        (&b[0], (48, 16)),
+        (&a[0], (32, 32)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        h.push(packet_buffer(p, pts as u64)).unwrap();
+        let out = h.try_pull().expect("a frame");
+        assert_eq!(out_size(&h), size);
+        // RGB rows are padded to 4 bytes.
+        let stride = (size.0 as usize * 3).div_ceil(4) * 4;
+        assert_eq!(out.size(), stride * size.1 as usize);
+    }
+    let e = h.element().unwrap();
+    assert_eq!(u64_prop(&e, "frames-decoded"), 4);
+    assert_eq!(u64_prop(&e, "frames-dropped"), 0);
+}
+
+#[test]
+fn decoder_works_without_input_caps() {
+    // Plain udpsrc sends no caps at all.
+    init();
+    let (_h, a) = encode(encoder(&[]), "I420", 40, 30, 1);
+    let mut h = Harness::with_element(&decoder(&tiny()), Some("sink"), Some("src"));
+    h.push_event(gst::event::StreamStart::new("udp"));
+    h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+        gst::ClockTime,
+    >::new()));
+    h.push(packet_buffer(&a[0], 0)).unwrap();
+    assert!(h.try_pull().is_some());
+    assert_eq!(out_size(&h), (40, 30));
+}
+
+#[test]
+fn decoder_counts_lost_frames_per_stream() {
+    init();
+    let (_h, s0) = encode(encoder(&[]), "RGB", 32, 16, 5);
+    let (_h, s1) = encode(encoder(&[("stream-id", "3")]), "RGB", 32, 16, 4);
+    let mut h = decoder_harness(&tiny());
+    for (i, p) in [&s0[0], &s1[0], &s0[2], &s1[3], &s0[4]]
+        .into_iter()
+        .enumerate()
+    {
+        h.push(packet_buffer(p, i as u64)).unwrap();
+    }
+    let e = h.element().unwrap();
+    assert_eq!(u64_prop(&e, "frames-decoded"), 5);
+    // s0: 1 and 3 missing; s1: 1 and 2 missing.
+    assert_eq!(u64_prop(&e, "frames-lost"), 4);
+}
+
+#[test]
+fn wrong_model_packet_names_both_models_and_max_errors_decides() {
+    init();
+    let (_h, good) = encode(encoder(&[]), "RGB", 32, 32, 2);
+    let b_dir = common::tiny_model_b_dir();
+    let model_a = common::load(&common::tiny_model_dir())
+        .model_id()
+        .to_string();
+    let model_b = common::load(&b_dir).model_id().to_string();
+
+    // Default max-errors (-1): dropped, counted, the stream goes on.
+    let mut h = decoder_harness(&b_dir.display().to_string());
+    for (i, p) in good.iter().enumerate() {
+        assert_eq!(h.push(packet_buffer(p, i as u64)), Ok(gst::FlowSuccess::Ok));
+    }
+    assert!(h.try_pull().is_none());
+    let e = h.element().unwrap();
+    assert_eq!(u64_prop(&e, "frames-dropped"), 2);
+    assert_eq!(u64_prop(&e, "frames-decoded"), 0);
+
+    // max-errors=0: the first bad packet is an error whose message names both models.
+    let d = decoder(&b_dir.display().to_string());
+    d.set_property("max-errors", 0i32);
+    let bus = gst::Bus::new();
+    d.set_bus(Some(&bus));
+    let mut h = Harness::with_element(&d, Some("sink"), Some("src"));
+    h.set_src_caps_str("video/x-uigc");
+    assert_eq!(
+        h.push(packet_buffer(&good[0], 0)),
+        Err(gst::FlowError::Error)
+    );
+    let text = bus
+        .iter()
+        .find_map(|m| match m.view() {
+            gst::MessageView::Error(err) => Some(format!("{} {:?}", err.error(), err.debug())),
+            _ => None,
+        })
+        .expect("an error message");
+    assert!(text.contains(&model_a) && text.contains(&model_b), "{text}");
+}
+
+#[test]
+fn random_truncated_and_bit_flipped_packets_never_stop_the_stream() {
+    init();
+    let (_h, good) = encode(encoder(&[]), "I420", 64, 48, 2);
+    let mut h = decoder_harness(&tiny());
+    let mut pushed = 0u64;
+    let mut push = |h: &mut Harness, bytes: &[u8]| {
+        assert_eq!(
+            h.push(packet_buffer(bytes, pushed)),
+            Ok(gst::FlowSuccess::Ok),
+            "packet {pushed}"
+        );
+        pushed += 1;
+        while h.try_pull().is_some() {}
+    };
+    // Random bytes of random lengths, some with a valid magic/version.
+    let mut s = 0x9e3779b9u32;
+    let mut rnd = move || {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        s
+    };
+    for i in 0..200 {
+        let len = (rnd() % 600) as usize;
+        let mut p: Vec<u8> = (0..len).map(|_| rnd() as u8).collect();
+        if i % 2 == 0 && len >= 2 {
+            p[0] = 0x55;
+            p[1] = 0x10;
+        }
+        push(&mut h, &p);
+    }
+    push(&mut h, &[]);
+    // Every truncation of a valid packet.
+    for n in 0..good[0].len() {
+        push(&mut h, &good[0][..n]);
+    }
+    // Every single-bit flip of the header and the first payload bytes, then random flips.
+    let p = &good[1];
+    for bit in 0..(p.len().min(40) * 8) {
+        let mut q = p.clone();
+        q[bit / 8] ^= 1 << (bit % 8);
+        push(&mut h, &q);
+    }
+    for _ in 0..100 {
+        let mut q = p.clone();
+        for _ in 0..1 + rnd() % 4 {
+            let bit = rnd() as usize % (q.len() * 8);
+            q[bit / 8] ^= 1 << (bit % 8);
+        }
+        push(&mut h, &q);
+    }
+    // The stream is still alive: a valid packet decodes.
+    let e = h.element().unwrap();
+    let before = u64_prop(&e, "frames-decoded");
+    push(&mut h, &good[0]);
+    assert_eq!(u64_prop(&e, "frames-decoded"), before + 1);
+    assert_eq!(
+        u64_prop(&e, "frames-decoded") + u64_prop(&e, "frames-dropped"),
+        pushed
+    );
+    assert!(u64_prop(&e, "frames-dropped") > 200);
+}
+
+#[test]
+fn encoder_reports_latency() {
+    init();
+    let (h, _) = encode(encoder(&[]), "RGB", 64, 48, 3);
+    let latency = h.query_latency().expect("a latency");
+    assert!(latency > gst::ClockTime::ZERO);
+}
