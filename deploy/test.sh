@@ -13,6 +13,8 @@ echo "== cargo clippy -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --quiet 2>&1 | tee /tmp/uigc-cargo-test.log
+echo "== cross-architecture: x86-64 packets decode identically on aarch64 (qemu)"
+bash deploy/cross-check-aarch64.sh
 echo "== pytest models/tests"
 set +e
 (cd models && "$venv/bin/python" -m pytest -q tests)

@@ -11,17 +11,22 @@ pub mod codec;
  * Ultra-low-bitrate image coding (VQ tokenizer + multi-stage prior): one frame is one packet of
  * a few hundred bytes, carried in one UDP datagram.
  */
+#[cfg(feature = "gst")]
 use gst::glib;
 
+#[cfg(feature = "gst")]
 mod uigcdec;
+#[cfg(feature = "gst")]
 mod uigcenc;
 
+#[cfg(feature = "gst")]
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     uigcenc::register(plugin)?;
     uigcdec::register(plugin)?;
     Ok(())
 }
 
+#[cfg(feature = "gst")]
 gst::plugin_define!(
     uigc,
     env!("CARGO_PKG_DESCRIPTION"),

@@ -1,5 +1,6 @@
 //! `uigcenc` / `uigcdec` in `gst_check::Harness`: formats, sizes, property effects, renegotiation
 //! and error paths (random, truncated, bit-flipped and wrong-model packets). No display needed.
+#![cfg(feature = "gst")]
 
 mod common;
 
@@ -445,4 +446,34 @@ fn encoder_reports_latency() {
     let (h, _) = encode(encoder(&[]), "RGB", 64, 48, 3);
     let latency = h.query_latency().expect("a latency");
     assert!(latency > gst::ClockTime::ZERO);
+}
+
+#[test]
+fn encoder_drops_late_frames_under_qos() {
+    init();
+    let mut h = Harness::with_element(&encoder(&[]), Some("sink"), Some("src"));
+    let (caps, first) = raw_buffer("I420", 32, 32, 0, 0);
+    h.set_src_caps(caps);
+    h.push(first).unwrap();
+    assert!(h.try_pull().is_some());
+    // A sink reports it is 5 s behind at running time 1 s: frames before ~11 s are late.
+    assert!(h.push_upstream_event(gst::event::Qos::new(
+        gst::QOSType::Overflow,
+        1.0,
+        5 * gst::ClockTime::SECOND.nseconds() as i64,
+        gst::ClockTime::from_seconds(1),
+    )));
+    for i in 1..4 {
+        let (_, buf) = raw_buffer("I420", 32, 32, i, i as u64);
+        h.push(buf).unwrap();
+    }
+    assert!(h.try_pull().is_none(), "late frames were encoded");
+    let e = h.element().unwrap();
+    assert_eq!(u64_prop(&e, "frames-dropped"), 3);
+    assert!(e.property::<String>("last-frame-policy").contains("QoS"));
+    // With QoS off the same frames are encoded.
+    e.set_property("qos", false);
+    let (_, buf) = raw_buffer("I420", 32, 32, 5, 5);
+    h.push(buf).unwrap();
+    assert!(h.try_pull().is_some());
 }

@@ -4,6 +4,7 @@
 //! decoder counters are read; plus the real clip `vtest.avi` through `decodebin` with 20 % of
 //! the packets dropped. Needs `gstreamer1.0-tools`, `-plugins-base/-good` and `-libav` (the
 //! setup installs them); no display.
+#![cfg(feature = "gst")]
 
 mod common;
 
@@ -252,7 +253,7 @@ fn vtest_clip_over_lossy_loopback_udp() {
     let env = plugin_env("lossy");
     let port = free_port();
     let receiver = Receiver::start(port);
-    let frames = 30u64;
+    let frames = 60u64;
     let location = format!("location={}", clip.display());
     let eos_after = format!("eos-after={frames}");
     let port_arg = format!("port={port}");

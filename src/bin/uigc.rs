@@ -121,6 +121,21 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 0)]
         threads: usize,
     },
+    /// Benchmark: per image, tokenizer time and prior + range-coding time of encoding and
+    /// decoding (all stages, or the given keep policy); prints a table and a summary
+    Bench {
+        /// Input images
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Keep policy to encode with
+        #[arg(long, value_name = "POLICY", default_value = "all")]
+        keep: String,
+        /// Repetitions per image (the minimum time is reported)
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        repeat: usize,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
     /// Print a packet's header fields, size and bits per pixel (no model needed)
     Info {
         /// Input packet file
@@ -285,6 +300,12 @@ fn run(cli: Cli) -> Result<(), String> {
                 );
             }
         }
+        Command::Bench {
+            inputs,
+            keep,
+            repeat,
+            model,
+        } => bench(&inputs, &keep, repeat.max(1), &model)?,
         Command::Info { input } => {
             let bytes = std::fs::read(&input).map_err(|e| format!("{}: {e}", input.display()))?;
             let p =
@@ -323,6 +344,83 @@ fn run(cli: Cli) -> Result<(), String> {
             );
         }
     }
+    Ok(())
+}
+
+fn bench(inputs: &[PathBuf], keep: &str, repeat: usize, args: &ModelArgs) -> Result<(), String> {
+    let keep: KeepPolicy = keep.parse().map_err(|e: codec::Error| e.to_string())?;
+    let mut model = load_model(args)?;
+    let stages = keep
+        .stages(&model.bundle().schedule)
+        .map_err(|e| e.to_string())?;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "{:<28} {:>9} {:>7} {:>8} {:>10} {:>10} {:>10}",
+        "image", "size", "bytes", "bpp", "tok ms", "enc ms", "dec ms"
+    );
+    let (mut sum_enc, mut sum_dec, mut sum_tok) = (0.0, 0.0, 0.0);
+    for input in inputs {
+        let image = read_image(input)?;
+        let (mut tok_t, mut enc_t, mut dec_t) = (f64::MAX, f64::MAX, f64::MAX);
+        let mut bytes = Vec::new();
+        for _ in 0..repeat {
+            let t = Instant::now();
+            let grid = model.tokenize(&image).map_err(|e| e.to_string())?;
+            tok_t = tok_t.min(ms(t.elapsed()));
+            let params = FrameParams {
+                stages: Some(stages),
+                ..Default::default()
+            };
+            let t = Instant::now();
+            let enc = model
+                .token_codec()
+                .encode(&grid, image.width, image.height, params)
+                .map_err(|e| e.to_string())?;
+            enc_t = enc_t.min(ms(t.elapsed()));
+            let t = Instant::now();
+            model
+                .token_codec()
+                .decode(&enc.bytes)
+                .map_err(|e| e.to_string())?;
+            dec_t = dec_t.min(ms(t.elapsed()));
+            bytes = enc.bytes;
+        }
+        println!(
+            "{:<28} {:>9} {:>7} {:>8.4} {:>10.1} {:>10.1} {:>10.1}",
+            input.file_name().unwrap_or_default().to_string_lossy(),
+            format!("{}x{}", image.width, image.height),
+            bytes.len(),
+            bytes.len() as f64 * 8.0 / (image.width as f64 * image.height as f64),
+            tok_t,
+            enc_t,
+            dec_t
+        );
+        sum_tok += tok_t;
+        sum_enc += enc_t;
+        sum_dec += dec_t;
+    }
+    let n = inputs.len() as f64;
+    let b = model.bundle();
+    println!(
+        "mean over {} images: tokenizer {:.1} ms, prior+coding encode {:.1} ms, decode {:.1} ms \
+         (model {}, prior {}, {} of {} stages: {} query passes + {} known passes per token \
+         position set, threads {})",
+        inputs.len(),
+        sum_tok / n,
+        sum_enc / n,
+        sum_dec / n,
+        b.name,
+        b.prior_kind,
+        stages,
+        b.schedule.num_stages(),
+        stages,
+        stages.saturating_sub(1),
+        if args.threads == 0 {
+            "all".to_string()
+        } else {
+            args.threads.to_string()
+        }
+    );
     Ok(())
 }
 
