@@ -268,7 +268,7 @@ fn missing_model_fails_at_start_with_a_clear_error() {
 
     let d = gst::ElementFactory::make("uigcdec")
         .property("model", tiny())
-        .property("regen", "sample")
+        .property("regen", "best-guess")
         .build()
         .unwrap();
     assert!(d.set_state(gst::State::Paused).is_err());

@@ -26,8 +26,6 @@ const DEFAULT_MODEL: &str = "";
 const DEFAULT_EP: ExecutionProvider = ExecutionProvider::Cpu;
 const DEFAULT_THREADS: u32 = 0;
 const DEFAULT_REGEN: &str = "argmax";
-/// Regeneration modes this build's decoder implements.
-const REGEN_MODES: &[&str] = &["argmax"];
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -221,8 +219,11 @@ impl ObjectImpl for UigcDec {
                 glib::ParamSpecString::builder("regen")
                     .nick("Regeneration mode")
                     .blurb(
-                        "How tokens the sender did not send are regenerated; this version \
-                         implements argmax (the most probable token, stage by stage)",
+                        "How tokens the sender did not send are regenerated: argmax (the most \
+                         probable token, stage by stage, as in the UIGC paper), iterative[:N] \
+                         (N rounds per stage, most confident first) or sample[:S] (seeded from \
+                         the packet, temperature 1/S). All are exact: any receiver shows the \
+                         same frame",
                     )
                     .default_value(Some(DEFAULT_REGEN))
                     .mutable_ready()
@@ -344,18 +345,13 @@ impl ElementImpl for UigcDec {
 impl VideoDecoderImpl for UigcDec {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
-        if !REGEN_MODES.contains(&settings.regen.as_str()) {
-            return Err(gst::error_msg!(
-                gst::LibraryError::Settings,
-                (
-                    "regeneration mode '{}' is not available in this build (available: {})",
-                    settings.regen,
-                    REGEN_MODES.join(", ")
-                )
-            ));
-        }
-        let (model, dir): (codec::Model, PathBuf) =
+        let regen: codec::RegenMode = settings
+            .regen
+            .parse()
+            .map_err(|e: codec::Error| gst::error_msg!(gst::LibraryError::Settings, ("{e}")))?;
+        let (mut model, dir): (codec::Model, PathBuf) =
             crate::uigcenc::load_model(&settings.model, settings.ep, settings.threads)?;
+        model.token_codec().set_regen(regen);
         let model_desc = format!(
             "model {} '{}' from {}",
             model.model_id(),

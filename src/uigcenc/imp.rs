@@ -275,8 +275,9 @@ impl ObjectImpl for UigcEnc {
                 glib::ParamSpecString::builder("regen")
                     .nick("Regeneration hint")
                     .blurb(
-                        "How the receiver should regenerate the tokens not sent (a hint for \
-                         the rate control; this version's decoders use argmax)",
+                        "How the receiver should regenerate the tokens not sent (argmax, \
+                         iterative[:N], sample[:S]). Packet version 1 does not carry it: set \
+                         the same mode on the receiver's uigcdec",
                     )
                     .default_value(Some(DEFAULT_REGEN))
                     .mutable_playing()
@@ -480,13 +481,8 @@ impl ElementImpl for UigcEnc {
 impl VideoEncoderImpl for UigcEnc {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
-        if settings.regen != DEFAULT_REGEN {
-            gst::warning!(
-                CAT,
-                imp = self,
-                "regen hint '{}': this version's decoders regenerate with argmax",
-                settings.regen
-            );
+        if let Err(e) = settings.regen.parse::<codec::RegenMode>() {
+            return Err(gst::error_msg!(gst::LibraryError::Settings, ("{e}")));
         }
         let (model, model_dir) = super::load_model(&settings.model, settings.ep, settings.threads)?;
         let schedule = model.bundle().schedule;
@@ -604,21 +600,25 @@ impl VideoEncoderImpl for UigcEnc {
         let params = FrameParams {
             stream_id: settings.stream_id,
             frame: state.frame,
+            stages: Some(max_stages),
+            max_bytes: budget,
             ..Default::default()
         };
-        let packet = super::encode_within_budget(
-            state.model.token_codec(),
-            &tokens,
-            image.width,
-            image.height,
-            params,
-            max_stages,
-            budget,
-        )
-        .map_err(|e| {
-            gst::element_imp_error!(self, gst::StreamError::Encode, ("Coding failed: {e}"));
-            gst::FlowError::Error
-        })?;
+        // Rate control lives in the core: the longest stage prefix, then as many adaptive
+        // tokens as fit the budget; a budget below the smallest packet skips the frame.
+        let packet =
+            match state
+                .model
+                .token_codec()
+                .encode(&tokens, image.width, image.height, params)
+            {
+                Ok(p) => Some(p),
+                Err(codec::Error::BudgetTooSmall { .. }) => None,
+                Err(e) => {
+                    gst::element_imp_error!(self, gst::StreamError::Encode, ("Coding failed: {e}"));
+                    return Err(gst::FlowError::Error);
+                }
+            };
         let elapsed = t0.elapsed();
         let Some(packet) = packet else {
             let num_stages = state.num_stages;

@@ -33,7 +33,7 @@ use std::path::PathBuf;
 use gst::glib;
 use gst::prelude::*;
 
-use crate::codec::{self, EncodedPacket, FrameParams, TokenCodec, TokenGrid};
+use crate::codec;
 
 mod imp;
 
@@ -144,44 +144,6 @@ pub(crate) fn keep_to_stages(keep: Keep, levels: u8) -> usize {
         // 2/4^(m+1): plus the odd/odd stage of level m+1.
         1 + 3 * (l - m - 1) + 1
     }
-}
-
-/// Interim rate control (to be replaced by the core's, issue #5): the packet of at most
-/// `max_stages` stages, with the most stages whose packet fits `budget` bytes (no budget: all of
-/// `max_stages`). Re-codes the tokens of one tokenizer pass; `None` when not even 0 stages fit.
-pub(crate) fn encode_within_budget(
-    codec: &mut TokenCodec,
-    tokens: &TokenGrid,
-    width: u32,
-    height: u32,
-    params: FrameParams,
-    max_stages: usize,
-    budget: Option<usize>,
-) -> codec::Result<Option<EncodedPacket>> {
-    let with = |stages| FrameParams {
-        stages: Some(stages),
-        ..params
-    };
-    let first = codec.encode(tokens, width, height, with(max_stages))?;
-    let Some(budget) = budget else {
-        return Ok(Some(first));
-    };
-    if first.bytes.len() <= budget {
-        return Ok(Some(first));
-    }
-    // Skip the stage counts whose ideal size already exceeds the budget, verify the rest.
-    let header = first.bytes.len() - first.payload_bits / 8;
-    for stages in (0..max_stages).rev() {
-        let ideal: f64 = first.stage_bits.iter().take(stages).sum();
-        if header + (ideal / 8.0).floor() as usize > budget {
-            continue;
-        }
-        let packet = codec.encode(tokens, width, height, with(stages))?;
-        if packet.bytes.len() <= budget {
-            return Ok(Some(packet));
-        }
-    }
-    Ok(None)
 }
 
 /// Loads the model named by an element's `model` property (empty: the shipped default).
