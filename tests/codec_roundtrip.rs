@@ -184,3 +184,43 @@ fn golden_packet() {
         "encoder output changed: the format is not stable"
     );
 }
+
+/// The same for the integer prior with dropped stages and adaptive tokens: pins the prior, the
+/// mask coding and the packet layout. Regenerate like `golden_packet`.
+#[test]
+fn golden_packet_integer_prior_adaptive() {
+    let bundle = Bundle::load(repo().join("tests/data/tiny-model-int")).unwrap();
+    let mut codec = token_codec(&bundle).unwrap();
+    let grid = golden_grid();
+    let params = FrameParams {
+        stream_id: 7,
+        frame: 99,
+        stages: Some(4),
+        extra: 9,
+        ..Default::default()
+    };
+    let packet_path = golden_dir().join("packet-int-adaptive.uigc");
+    let grid_path = golden_dir().join("tokens-int-adaptive-argmax.u16le");
+    if std::env::var_os("UIGC_REGEN_GOLDEN").is_some() {
+        let enc = codec.encode(&grid, 330, 200, params).unwrap();
+        assert_eq!(enc.extra_tokens, 9);
+        std::fs::write(&packet_path, &enc.bytes).unwrap();
+        let dec = codec.decode(&enc.bytes).unwrap();
+        let raw: Vec<u8> = dec
+            .grid
+            .tokens
+            .iter()
+            .flat_map(|t| t.to_le_bytes())
+            .collect();
+        std::fs::write(&grid_path, raw).unwrap();
+    }
+    let packet = std::fs::read(&packet_path).expect("committed golden packet");
+    let want: Vec<u16> = std::fs::read(&grid_path)
+        .unwrap()
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let dec = codec.decode(&packet).unwrap();
+    assert_eq!(dec.grid.tokens, want, "decoded + regenerated grid changed");
+    assert_eq!(codec.encode(&grid, 330, 200, params).unwrap().bytes, packet);
+}
