@@ -25,7 +25,7 @@ target=aarch64-unknown-linux-gnu
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 echo "[cross] building uigc for $target (no GStreamer)"
 cargo build --quiet --profile cross --no-default-features --bin uigc --target "$target"
-cargo build --quiet --profile cross --bin uigc
+cargo build --quiet --profile cross --no-default-features --bin uigc
 x86=target/cross/uigc
 arm=target/$target/cross/uigc
 file "$arm" | grep -q aarch64 || { echo "[cross] $arm is not an aarch64 binary" >&2; exit 1; }
