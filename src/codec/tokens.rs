@@ -362,6 +362,9 @@ impl TokenCodec {
             self.build_packet(grid, width, height, &plan, &tables, params, p, extras)
         };
         let Some(cap) = params.max_bytes else {
+            if params.extra == 0 {
+                return Ok(build(max_stages, &[]));
+            }
             let extras = candidates(max_stages);
             let n = params.extra.min(extras.len());
             return Ok(build(max_stages, &extras[..n]));

@@ -121,11 +121,13 @@ pub(crate) enum Keep {
 /// levels = 3: all = 10, half = 8, quarter = 7, eighth = 5, sixteenth = 4, thirty-second = 2,
 /// sixty-fourth = 1, none = 0. Shares finer than the lattice give 1 stage.
 pub(crate) fn keep_to_stages(keep: Keep, levels: u8) -> usize {
-    let l = levels as usize;
-    // keep = 1 / 2^k
-    let k = match keep {
-        Keep::All => return 1 + 3 * l,
+    let Some(schedule) = codec::schedule::Schedule::new(levels) else {
+        return 1;
+    };
+    // keep = 1 / 2^e; the mapping is the core's. Finer than the coarsest stage: one stage.
+    let e = match keep {
         Keep::None => return 0,
+        Keep::All => 0,
         Keep::Half => 1,
         Keep::Quarter => 2,
         Keep::Eighth => 3,
@@ -133,17 +135,7 @@ pub(crate) fn keep_to_stages(keep: Keep, levels: u8) -> usize {
         Keep::ThirtySecond => 5,
         Keep::SixtyFourth => 6,
     };
-    let m = k / 2;
-    if m >= l {
-        return 1;
-    }
-    if k % 2 == 0 {
-        // 1/4^m: the whole lattice of step 2^m, i.e. levels l..m+1 done.
-        1 + 3 * (l - m)
-    } else {
-        // 2/4^(m+1): plus the odd/odd stage of level m+1.
-        1 + 3 * (l - m - 1) + 1
-    }
+    schedule.stages_for_fraction(e).unwrap_or(1)
 }
 
 /// Loads the model named by an element's `model` property (empty: the shipped default).
