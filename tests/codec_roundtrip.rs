@@ -224,3 +224,78 @@ fn golden_packet_integer_prior_adaptive() {
     assert_eq!(dec.grid.tokens, want, "decoded + regenerated grid changed");
     assert_eq!(codec.encode(&grid, 330, 200, params).unwrap().bytes, packet);
 }
+
+/// Dense packets: the frame resampled to twice its size, four tokens per 16x16 pixels; the
+/// decoder halves its output back to the frame size.
+#[test]
+fn dense_packets_round_trip_at_the_frame_size() {
+    use gstuigc::codec::Density;
+    let mut model = load(&tiny_model_dir());
+    for (w, h) in [(1, 1), (17, 33), (250, 130)] {
+        let img = synthetic(w, h, 5);
+        let enc = model
+            .encode_auto(&img, FrameParams::default(), Density::Dense)
+            .unwrap();
+        assert!(enc.packet.header.dense());
+        assert_eq!(
+            (enc.tokens.rows, enc.tokens.cols),
+            ((2 * h).div_ceil(16) as usize, (2 * w).div_ceil(16) as usize)
+        );
+        let dec = model.decode(&enc.packet.bytes).unwrap();
+        assert_eq!(dec.tokens.grid, enc.tokens);
+        assert_eq!((dec.image.width, dec.image.height), (w, h));
+        let big = model.detokenize(&enc.tokens, 2 * w, 2 * h).unwrap();
+        assert_eq!(big.downsample2x(), dec.image);
+    }
+    // A dense grid handed to the token codec as a normal one (or the reverse) is refused.
+    let img = synthetic(64, 32, 1);
+    let dense = model
+        .encode_auto(&img, FrameParams::default(), Density::Dense)
+        .unwrap();
+    assert!(model
+        .token_codec()
+        .encode(&dense.tokens, 64, 32, FrameParams::default())
+        .is_err());
+}
+
+/// `Density::Auto` goes dense only when the budget fits a dense packet with enough stages, and
+/// never exceeds the budget.
+#[test]
+fn auto_density_under_a_budget() {
+    use gstuigc::codec::{Density, DENSE_MIN_STAGES};
+    let mut model = load(&tiny_model_dir());
+    let img = synthetic(128, 96, 2);
+    let normal = model.encode(&img, FrameParams::default()).unwrap();
+    let dense = model
+        .encode_auto(&img, FrameParams::default(), Density::Dense)
+        .unwrap();
+    assert!(dense.packet.bytes.len() > normal.packet.bytes.len());
+    // No budget: normal.
+    let auto = model
+        .encode_auto(&img, FrameParams::default(), Density::Auto)
+        .unwrap();
+    assert!(!auto.packet.header.dense());
+    for cap in [
+        normal.packet.bytes.len(),
+        dense.packet.bytes.len() - 1,
+        dense.packet.bytes.len(),
+        dense.packet.bytes.len() + 100,
+    ] {
+        let params = FrameParams {
+            max_bytes: Some(cap),
+            ..Default::default()
+        };
+        let enc = model.encode_auto(&img, params, Density::Auto).unwrap();
+        assert!(enc.packet.bytes.len() <= cap);
+        if cap >= dense.packet.bytes.len() {
+            assert!(enc.packet.header.dense(), "cap {cap}");
+        }
+        if enc.packet.header.dense() {
+            assert!(enc.packet.header.stages as usize >= DENSE_MIN_STAGES);
+        } else {
+            assert_eq!(enc.packet.header.stages, 10);
+        }
+        let dec = model.decode(&enc.packet.bytes).unwrap();
+        assert_eq!((dec.image.width, dec.image.height), (128, 96));
+    }
+}

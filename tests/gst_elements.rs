@@ -200,6 +200,36 @@ fn max_frame_bytes_removes_stages_until_the_packet_fits() {
 }
 
 #[test]
+fn density_dense_and_auto_reach_the_packet_and_decode_at_the_frame_size() {
+    init();
+    let (_h, normal) = encode(encoder(&[]), "I420", 96, 64, 1);
+    let (_h, dense) = encode(encoder(&[("density", "dense")]), "I420", 96, 64, 1);
+    let mut model = common::load(&common::tiny_model_dir());
+    let d = model.decode(&dense[0]).unwrap();
+    assert!(d.tokens.header.dense());
+    assert_eq!((d.image.width, d.image.height), (96, 64));
+    assert_eq!(d.tokens.grid.tokens.len(), 4 * 6 * 4);
+    // auto (the default) under a budget that fits the dense packet goes dense ...
+    let cap = dense[0].len().to_string();
+    let enc = encoder(&[("max-frame-bytes", &cap)]);
+    let (harness, packets) = encode(enc, "I420", 96, 64, 1);
+    assert!(packets[0].len() <= dense[0].len());
+    assert!(model.decode(&packets[0]).unwrap().tokens.header.dense());
+    let policy = harness.element().unwrap().property::<String>("last-frame-policy");
+    assert!(policy.contains("dense"), "{policy}");
+    // ... and without a budget stays normal; normal never goes dense.
+    assert!(!model.decode(&normal[0]).unwrap().tokens.header.dense());
+    let enc = encoder(&[("max-frame-bytes", &cap), ("density", "normal")]);
+    let (_h, packets) = encode(enc, "I420", 96, 64, 1);
+    assert_eq!(packets[0], normal[0]);
+    // The decoder element outputs the frame size.
+    let mut h = decoder_harness(&tiny());
+    h.push(packet_buffer(&dense[0], 0)).unwrap();
+    let _ = h.pull().unwrap();
+    assert_eq!(out_size(&h), (96, 64));
+}
+
+#[test]
 fn target_bitrate_sets_a_per_frame_budget() {
     init();
     let (_h, full) = encode(encoder(&[]), "RGB", 128, 96, 1);

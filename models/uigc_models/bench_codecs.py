@@ -60,13 +60,16 @@ def run(cmd: list[str]) -> str:
 
 def uigc_point(uigc: str, bundle: str, img: str, point: str, regen: str, tmp: str):
     args = []
+    if point.startswith("dense:"):  # dense:POLICY - the 2x grid (--density dense)
+        args = ["--density", "dense"]
+        point = point.split(":", 1)[1]
     if point.startswith("max-bytes:"):
-        args = ["--max-bytes", point.split(":", 1)[1]]
+        args += ["--max-bytes", point.split(":", 1)[1]]
     elif point.startswith("extra:"):  # extra:POLICY:N
         _, keep, n = point.split(":")
-        args = ["--keep", keep, "--extra", n]
+        args += ["--keep", keep, "--extra", n]
     else:
-        args = ["--keep", point]
+        args += ["--keep", point]
     pkt, png = os.path.join(tmp, "p.uigc"), os.path.join(tmp, "r.png")
     t = time.time()
     run([uigc, "encode", img, "-o", pkt, "--model", bundle, *args])

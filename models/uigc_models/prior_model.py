@@ -72,9 +72,27 @@ def masks(rows, cols, R, levels, r0=0, c0=0):
         win = (dr.abs() <= R) & (dc.abs() <= R)
         mkk = win & (st[None, :] <= st[:, None])
         mqk = win & (st[None, :] < st[:, None])
-        _MASKS[key] = (torch.cat([mkk, mqk], 0), st)
-    mask, st = _MASKS[key]
+        _MASKS[key] = (torch.cat([mkk, mqk], 0), st, win)
+    mask, st, _ = _MASKS[key]
     return mask, _BIDX[(rows, cols, R)], st
+
+
+def reveal_masks(rows, cols, R, levels, r0, c0, cut, reveal):
+    """Per-sample masks [B, 2n, n] for training iterative regeneration (docs/prior.md, "Known
+    tokens"): in sample b, the positions ``reveal[b]`` of stage ``cut[b]`` are known (fixed by an
+    earlier round). Their known copies and the queries of stage ``cut[b]`` attend to the known
+    tokens of stages ``< cut[b]`` plus the revealed ones, exactly as the integer engine computes
+    them during iterative regeneration. ``cut[b] < 0``: the coding-time masks unchanged. Queries of
+    stages ``> cut[b]`` see a partial stage in these masks, so the loss must skip them."""
+    mask, _, st = masks(rows, cols, R, levels, r0, c0)
+    ph = (r0 % (1 << levels), c0 % (1 << levels))
+    win = _MASKS[(rows, cols, R, levels) + ph][2]
+    n = rows * cols
+    allowed = win[None] & ((st[None, None, :] < cut[:, None, None]) | reveal[:, None, :])  # [B, n, n]
+    rows_q = st[None, :] == cut[:, None]
+    mk = torch.where(reveal[:, :, None], allowed, mask[None, :n])
+    mq = torch.where(rows_q[:, :, None], allowed, mask[None, n:])
+    return torch.cat([mk, mq], 1)
 
 
 class PriorNet(nn.Module):
@@ -132,8 +150,9 @@ class PriorNet(nn.Module):
             self._calib.setdefault(name, []).append(max(v, 1e-6))
 
     # -- forward ---------------------------------------------------------------------------
-    def forward(self, tokens, r0=0, c0=0):
-        """tokens: long [B, rows, cols] -> logits [B, rows*cols, K] of every position (query)."""
+    def forward(self, tokens, r0=0, c0=0, cut=None, reveal=None):
+        """tokens: long [B, rows, cols] -> logits [B, rows*cols, K] of every position (query).
+        ``cut`` [B] / ``reveal`` [B, n]: same-stage reveals (see ``reveal_masks``)."""
         B, rows, cols = tokens.shape
         n = rows * cols
         mask, bidx, st = masks(rows, cols, self.R, self.levels, r0, c0)
@@ -141,8 +160,13 @@ class PriorNet(nn.Module):
         xk = self.tok[tokens.reshape(B, n)] + self.kstage[st][None]
         xq = self.qstage[st][None].expand(B, n, self.d)
         x = torch.cat([xk, xq], 1)  # [B, 2n, d]
-        madd = torch.zeros(mask.shape, dtype=x.dtype).masked_fill(~mask, -1e9)  # [2n, n]
-        has_key = mask.any(1).to(x.dtype)[None, None, :, None]  # rows without keys -> o = 0
+        if cut is not None:
+            mask = reveal_masks(rows, cols, self.R, self.levels, r0, c0, cut, reveal)[:, None]  # [B,1,2n,n]
+            madd = torch.zeros(mask.shape, dtype=x.dtype).masked_fill(~mask, -1e9)
+            has_key = mask.any(-1, keepdim=True).to(x.dtype)  # [B, 1, 2n, 1]
+        else:
+            madd = torch.zeros(mask.shape, dtype=x.dtype).masked_fill(~mask, -1e9)  # [2n, n]
+            has_key = mask.any(1).to(x.dtype)[None, None, :, None]  # rows without keys -> o = 0
         H, dh = self.H, self.dh
         for l, m in enumerate(self.layers):
             sc = self.act_scale[l]
@@ -158,7 +182,7 @@ class PriorNet(nn.Module):
             kh = k.view(B, n, H, dh).transpose(1, 2)
             vh = v.view(B, n, H, dh).transpose(1, 2)
             bias = m.bias.view(H, -1)[:, bidx]  # [H, n, n]
-            am = (torch.cat([bias, bias], 1) + madd)[None]  # [1, H, 2n, n]
+            am = torch.cat([bias, bias], 1)[None] + (madd if madd.dim() == 4 else madd[None, None])
             o = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=am)  # scale 1/sqrt(dh)
             o = (o * has_key).transpose(1, 2).reshape(B, 2 * n, self.d)
             if self.qat:
@@ -175,9 +199,9 @@ class PriorNet(nn.Module):
         w = fq_w_tensor(self.wout.weight) if self.qat else self.wout.weight
         return F.linear(nf, w, self.wout.bias)
 
-    def loss_bits(self, tokens, r0=0, c0=0):
+    def loss_bits(self, tokens, r0=0, c0=0, cut=None, reveal=None):
         """Mean bits/token over all positions of the batch, and bits per stage (sum, count)."""
-        logits = self.forward(tokens, r0, c0)
+        logits = self.forward(tokens, r0, c0, cut, reveal)
         B, rows, cols = tokens.shape
         ce = F.cross_entropy(logits.reshape(-1, self.K), tokens.reshape(-1), reduction="none") / math.log(2)
         return ce.mean(), ce.view(B, rows * cols)

@@ -67,6 +67,28 @@ def sample_batch(grids, bsz, rng, crops=CROPS):
     return [(torch.as_tensor(np.stack(v), dtype=torch.long), k[0], k[1]) for k, v in groups.items()]
 
 
+def sample_reveals(x, r0, c0, levels, prob, rng):
+    """Same-stage reveals for training iterative regeneration: with probability ``prob`` a sample
+    gets a stage ``cut`` (1..stages-1) whose positions are each revealed with a rate drawn from
+    U(0, 0.9). Returns (cut [B], reveal [B, n] bool, loss weights [B, n]): the loss keeps stages
+    ``< cut`` and the unrevealed positions of ``cut`` (later stages see a partial stage there)."""
+    B, rows, cols = x.shape
+    st = pm.stage_grid(rows, cols, levels, r0 % (1 << levels), c0 % (1 << levels)).reshape(-1)
+    n_stages = 1 + 3 * levels
+    cut = torch.full((B,), -1, dtype=torch.long)
+    reveal = torch.zeros(B, rows * cols, dtype=torch.bool)
+    w = torch.ones(B, rows * cols)
+    for b in range(B):
+        if rng.random() >= prob:
+            continue
+        c = int(rng.integers(1, n_stages))
+        cut[b] = c
+        rate = float(rng.uniform(0.0, 0.9))
+        reveal[b] = (st == c) & torch.from_numpy(rng.random(rows * cols) < rate)
+        w[b] = ((st < c) | ((st == c) & ~reveal[b])).float()
+    return cut, reveal, w
+
+
 @torch.no_grad()
 def eval_float(model, grids, max_grids=0):
     model.eval()
@@ -153,8 +175,14 @@ def cmd_train(args):
         tot_tok = 0
         loss_sum = 0.0
         for x, r0, c0 in sample_batch(train, args.batch, rng):
-            loss, _ = model.loss_bits(x, r0, c0)
-            n = x.numel()
+            if args.reveal_prob > 0:
+                cut, reveal, w = sample_reveals(x, r0, c0, cfg["levels"], args.reveal_prob, rng)
+                _, ce = model.loss_bits(x, r0, c0, cut, reveal)
+                loss = (ce * w).sum() / w.sum()
+                n = int(w.sum())
+            else:
+                loss, _ = model.loss_bits(x, r0, c0)
+                n = x.numel()
             (loss * n / (args.batch * x.shape[1] * x.shape[2])).backward()
             loss_sum += float(loss.detach()) * n
             tot_tok += n
@@ -334,6 +362,8 @@ def main(argv=None) -> int:
     t.add_argument("--eval-every-min", type=float, default=5.0)
     t.add_argument("--eval-grids", type=int, default=8)
     t.add_argument("--no-final-eval", action="store_true")
+    t.add_argument("--reveal-prob", type=float, default=0.0,
+                   help="fraction of samples trained with same-stage reveals (iterative regeneration)")
     e = sub.add_parser("export")
     e.add_argument("--run", required=True)
     e.add_argument("--out", required=True)

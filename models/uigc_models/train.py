@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data-cache", default=CACHE_FILE)
     ap.add_argument("--no-resume", action="store_true", help="start fresh even if <run>/last.pt exists")
     ap.add_argument("--resume-from", default=None, help="checkpoint to resume from (default <run>/last.pt)")
+    ap.add_argument("--init-from", default=None,
+                    help="start a new run from the weights of this checkpoint (architecture included; step, clock "
+                         "and optimiser start fresh)")
+    ap.add_argument("--freeze-encoder", action="store_true",
+                    help="train the decoder only: encoder and codebook frozen (EMA and restarts off), so the token "
+                         "streams, and any prior trained on them, stay valid")
     # model
     ap.add_argument("--k", type=int, default=1024, help="codebook size")
     ap.add_argument("--code-dim", type=int, default=32)
@@ -63,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--w-mse", type=float, default=1.0)
     ap.add_argument("--w-lpips", type=float, default=0.7)
     ap.add_argument("--w-lowpass", type=float, default=1.0, help="L1 on 8x average-pooled images (colour)")
+    ap.add_argument("--w-chroma", type=float, default=0.0,
+                    help="L1 on 4x average-pooled chroma (Cb, Cr) - against hue shifts in saturated regions")
     ap.add_argument("--beta", type=float, default=0.25, help="commitment weight")
     ap.add_argument("--gan", action="store_true", help="enable the PatchGAN in the late part of training")
     ap.add_argument("--gan-start", type=float, default=0.75, help="schedule fraction where the GAN starts")
@@ -136,6 +144,12 @@ def fixed_val_batch(images, n=8, crop=256, seed=777):
     return to_tensor_m11(s.batch(n))
 
 
+def rgb_to_cbcr(x: torch.Tensor) -> torch.Tensor:
+    """[N,3,H,W] RGB (any affine range) -> [N,2,H,W] BT.601 Cb, Cr (same scale, no offset)."""
+    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    return torch.cat([-0.168736 * r - 0.331264 * g + 0.5 * b, 0.5 * r - 0.418688 * g - 0.081312 * b], 1)
+
+
 def psnr_m11(y, x) -> float:
     mse = F.mse_loss(((y.clamp(-1, 1) + 1) * 127.5).round(), (x + 1) * 127.5).item()
     return 10 * math.log10(255.0 ** 2 / max(mse, 1e-10))
@@ -157,12 +171,30 @@ def main(argv=None) -> int:
         # the architecture comes from the checkpoint; schedule/loss flags may be overridden
         for key in ("k", "code_dim", "enc_ch", "enc_res", "dec_ch", "dec_res"):
             setattr(args, key, saved[key])
+    init = None
+    if ckpt is None and args.init_from:
+        init = torch.load(args.init_from, map_location="cpu", weights_only=False)
+        for key in ("k", "code_dim", "enc_ch", "enc_res", "dec_ch", "dec_res"):
+            setattr(args, key, init["args"][key])
     write_config(rdir, args, extra={"device": str(device), "torch": torch.__version__,
-                                    "resumed_from": ckpt_path if ckpt else None})
+                                    "resumed_from": ckpt_path if ckpt else None,
+                                    "initialised_from": args.init_from if init else None})
 
     model = Tokenizer(args.k, args.code_dim, args.enc_ch, args.enc_res, args.dec_ch, args.dec_res,
                       args.ema_decay).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.99))
+    if init is not None:
+        model.load_state_dict(init["model"])
+        log.info(f"initialised from {args.init_from} (its step {init['step']}, "
+                 f"{init['train_seconds'] / 60:.1f} training minutes)")
+    trainable = model.parameters()
+    if args.freeze_encoder:
+        if not (init is not None or ckpt is not None):
+            log.error("--freeze-encoder needs --init-from or a checkpoint to resume (a trained encoder)")
+            return 2
+        model.encoder.requires_grad_(False)
+        model.quant.ema_enabled = False
+        trainable = model.decoder.parameters()
+    opt = torch.optim.Adam(trainable, lr=args.lr, betas=(0.9, 0.99))
     disc = d_opt = None
     if args.gan:
         disc = PatchDiscriminator().to(device)
@@ -173,6 +205,7 @@ def main(argv=None) -> int:
     tracker = UsageTracker(args.k)
     if ckpt:
         model.load_state_dict(ckpt["model"])
+        model.quant.ema_enabled = not args.freeze_encoder
         opt.load_state_dict(ckpt["opt"])
         step, train_seconds = ckpt["step"], ckpt["train_seconds"]
         tracker.last_used = ckpt.get("last_used", tracker.last_used)
@@ -250,6 +283,8 @@ def main(argv=None) -> int:
             kmeans_init(model, sampler, args, device, log)
             tracker.last_used.fill_(step)
         gan_on = disc is not None and progress >= args.gan_start
+        if gan_on and not os.path.exists(os.path.join(rdir, "pre_gan.pt")):
+            save("pre_gan.pt")
         lr = lr_at(args, step, progress)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -260,8 +295,9 @@ def main(argv=None) -> int:
         mse = F.mse_loss(y, x)
         lpips_v = lp(y, x).mean()
         lowp = (F.avg_pool2d(y, 8) - F.avg_pool2d(x, 8)).abs().mean()
+        chroma = (F.avg_pool2d(rgb_to_cbcr(y), 4) - F.avg_pool2d(rgb_to_cbcr(x), 4)).abs().mean()
         loss = args.w_l1 * l1 + args.w_mse * mse + args.w_lpips * lpips_v + args.w_lowpass * lowp \
-            + args.beta * commit
+            + args.w_chroma * chroma + args.beta * commit
         g_loss = torch.zeros(())
         if gan_on:
             for p in disc.parameters():
@@ -284,7 +320,7 @@ def main(argv=None) -> int:
         step += 1
         if quantize:
             tracker.update(idx, step)
-            if step % args.restart_every == 0:
+            if step % args.restart_every == 0 and not args.freeze_encoder:
                 dead = (step - tracker.last_used) > args.restart_after
                 if dead.any():
                     flat = z.detach().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
@@ -306,6 +342,7 @@ def main(argv=None) -> int:
         if pbar is not None:
             pbar.update(int(train_seconds) - pbar.n)
         for key, v in (("loss", loss), ("l1", l1), ("mse", mse), ("lpips", lpips_v), ("lowpass", lowp),
+                       ("chroma", chroma),
                        ("commit", commit), ("g", g_loss), ("d", d_loss)):
             acc[key] = acc.get(key, 0.0) + float(v.detach())
         acc["psnr"] = acc.get("psnr", 0.0) + psnr_m11(y.detach(), x)

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 use gstuigc::codec::{
-    self, bitstream, default_model_dir, ExecutionProvider, FrameParams, KeepPolicy, Model,
-    RegenMode, RgbImage, RuntimeOptions,
+    self, bitstream, default_model_dir, Density, ExecutionProvider, FrameParams, KeepPolicy,
+    Model, RegenMode, RgbImage, RuntimeOptions,
 };
 
 /// uigc: ultra-low-bitrate image coding with a VQ tokenizer and a multi-stage prior.
@@ -81,6 +81,11 @@ enum Command {
         /// adaptive token count that fit; a cap below the smallest packet skips the frame
         #[arg(long, value_name = "BYTES")]
         max_bytes: Option<usize>,
+        /// Token grid: normal (one token per 16x16 pixels), dense (the frame at twice its size:
+        /// four tokens per 16x16 pixels, the top of the rate ladder) or auto (dense only when
+        /// --max-bytes leaves room for it)
+        #[arg(long, value_name = "DENSITY", default_value = "auto")]
+        density: String,
         /// Stream id written into the packet (identifies the sender)
         #[arg(long, default_value_t = 0)]
         stream_id: u32,
@@ -191,11 +196,13 @@ fn run(cli: Cli) -> Result<(), String> {
             keep,
             extra,
             max_bytes,
+            density,
             stream_id,
             frame,
             model,
         } => {
             let keep: KeepPolicy = keep.parse().map_err(|e: codec::Error| e.to_string())?;
+            let density: Density = density.parse().map_err(|e: codec::Error| e.to_string())?;
             let image = read_image(&input)?;
             let mut model = load_model(&model)?;
             let stages = keep
@@ -207,12 +214,15 @@ fn run(cli: Cli) -> Result<(), String> {
                 stages: Some(stages),
                 extra,
                 max_bytes,
+                ..Default::default()
             };
-            let enc = model.encode(&image, params).map_err(|e| e.to_string())?;
+            let enc = model
+                .encode_auto(&image, params, density)
+                .map_err(|e| e.to_string())?;
             write_file(&output, &enc.packet.bytes)?;
             let p = &enc.packet;
             println!(
-                "{} -> {}: {}x{}, {} bytes, {:.4} bpp ({} of {} tokens: {} stages + {} adaptive; \
+                "{} -> {}: {}x{}, {} bytes, {:.4} bpp ({} of {} {}tokens: {} stages + {} adaptive; \
                  payload {} bits, ideal {:.0} bits); tokenizer {:.1} ms, prior+coding {:.1} ms",
                 input.display(),
                 output.display(),
@@ -222,6 +232,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 enc.bpp(),
                 p.coded_tokens,
                 enc.tokens.tokens.len(),
+                if p.header.dense() { "dense " } else { "" },
                 p.header.stages,
                 p.extra_tokens,
                 p.payload_bits,

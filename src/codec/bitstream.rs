@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! byte 0      magic 0x55 ('U')
-//! byte 1      version (high nibble, = 1) | flags (low nibble: bit 0 adaptive, others reserved)
+//! byte 1      version (high nibble, = 1) | flags (low nibble: bit 0 adaptive, bit 1 dense,
+//!             bits 2-3 reserved)
 //! bytes 2..6  model id (4 bytes)
 //! varint      stream id (u32)
 //! varint      frame counter (u32)
@@ -21,8 +22,11 @@ pub const MAGIC: u8 = 0x55;
 pub const VERSION: u8 = 1;
 /// Flag: the packet carries adaptive extra tokens of stage `stages` with a coded position mask.
 pub const FLAG_ADAPTIVE: u8 = 0x1;
+/// Flag: the token grid is that of the frame resampled to twice its width and height (four
+/// tokens per 16x16 output pixels); the decoder decodes at that size and halves it.
+pub const FLAG_DENSE: u8 = 0x2;
 /// Flags this version defines.
-pub const KNOWN_FLAGS: u8 = FLAG_ADAPTIVE;
+pub const KNOWN_FLAGS: u8 = FLAG_ADAPTIVE | FLAG_DENSE;
 
 /// Largest frame side in pixels the decoder accepts.
 pub const MAX_DIMENSION: u32 = 8192;
@@ -56,13 +60,28 @@ pub struct Header {
 }
 
 impl Header {
+    /// Whether the packet carries the dense (2x resampled) token grid.
+    pub fn dense(&self) -> bool {
+        self.flags & FLAG_DENSE != 0
+    }
+
+    /// Size (width, height) of the picture the token grid describes: the frame itself, or
+    /// twice its size for a dense packet.
+    pub fn coded_size(&self) -> (u32, u32) {
+        coded_size(self.width, self.height, self.dense())
+    }
+
     /// Token grid size of this frame: (rows, cols).
     pub fn grid(&self) -> (usize, usize) {
-        (
-            self.height.div_ceil(16) as usize,
-            self.width.div_ceil(16) as usize,
-        )
+        let (w, h) = self.coded_size();
+        (h.div_ceil(16) as usize, w.div_ceil(16) as usize)
     }
+}
+
+/// The size of the picture a token grid describes for a `width` x `height` frame.
+pub fn coded_size(width: u32, height: u32, dense: bool) -> (u32, u32) {
+    let f = if dense { 2 } else { 1 };
+    (width * f, height * f)
 }
 
 /// A parsed packet: header, the header bytes the check value covers, and the payload.
@@ -258,10 +277,15 @@ mod tests {
             Err(PacketError::UnsupportedVersion { found: 2, .. })
         ));
         let mut p = write_packet(&header(), &[1]);
-        p[1] = 0x13;
+        p[1] = 0x15;
         assert!(matches!(
             parse_packet(&p),
-            Err(PacketError::ReservedFlags { flags: 3 })
+            Err(PacketError::ReservedFlags { flags: 5 })
+        ));
+        p[1] = 0x18;
+        assert!(matches!(
+            parse_packet(&p),
+            Err(PacketError::ReservedFlags { flags: 8 })
         ));
         let mut h = header();
         h.width = MAX_DIMENSION + 1;
@@ -284,6 +308,19 @@ mod tests {
             parse_packet(&p),
             Err(PacketError::BadVarint { .. })
         ));
+    }
+
+    #[test]
+    fn dense_flag_doubles_the_grid() {
+        let mut h = header();
+        h.width = 17;
+        h.height = 9;
+        assert_eq!(h.grid(), (1, 2));
+        h.flags = FLAG_DENSE;
+        assert_eq!(h.coded_size(), (34, 18));
+        assert_eq!(h.grid(), (2, 3));
+        let p = write_packet(&h, &[1]);
+        assert!(parse_packet(&p).unwrap().header.dense());
     }
 
     #[test]

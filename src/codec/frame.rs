@@ -37,6 +37,76 @@ impl RgbImage {
         )
     }
 
+    /// The frame at twice its width and height: separable bicubic (Keys, a = -0.5) in exact
+    /// integer arithmetic (taps -3, 29, 111, -9 / 128 and mirrored), edges replicated. The
+    /// encoder's input of a dense packet (see [`super::Density`]).
+    pub fn upsample2x(&self) -> RgbImage {
+        const EVEN: [i32; 4] = [-3, 29, 111, -9]; // taps at i-2 .. i+1 for output 2i
+        const ODD: [i32; 4] = [-9, 111, 29, -3]; // taps at i-1 .. i+2 for output 2i+1
+        let (w, h) = (self.width as usize, self.height as usize);
+        let (w2, h2) = (2 * w, 2 * h);
+        let clampi = |v: isize, n: usize| v.clamp(0, n as isize - 1) as usize;
+        // Horizontal pass: i32 at scale 128.
+        let mut tmp = vec![0i32; h * w2 * 3];
+        for y in 0..h {
+            let row = &self.data[y * w * 3..(y + 1) * w * 3];
+            for x in 0..w2 {
+                let i = (x / 2) as isize;
+                let (taps, first) = if x % 2 == 0 { (EVEN, i - 2) } else { (ODD, i - 1) };
+                for c in 0..3 {
+                    let mut acc = 0i32;
+                    for (k, t) in taps.iter().enumerate() {
+                        acc += t * row[clampi(first + k as isize, w) * 3 + c] as i32;
+                    }
+                    tmp[(y * w2 + x) * 3 + c] = acc;
+                }
+            }
+        }
+        // Vertical pass: scale 128 * 128, rounded and clamped.
+        let mut data = vec![0u8; h2 * w2 * 3];
+        for y in 0..h2 {
+            let i = (y / 2) as isize;
+            let (taps, first) = if y % 2 == 0 { (EVEN, i - 2) } else { (ODD, i - 1) };
+            let rows: [usize; 4] = std::array::from_fn(|k| clampi(first + k as isize, h));
+            for x in 0..w2 * 3 {
+                let mut acc = 0i32;
+                for k in 0..4 {
+                    acc += taps[k] * tmp[rows[k] * w2 * 3 + x];
+                }
+                data[y * w2 * 3 + x] = ((acc + 8192) >> 14).clamp(0, 255) as u8;
+            }
+        }
+        RgbImage {
+            width: w2 as u32,
+            height: h2 as u32,
+            data,
+        }
+    }
+
+    /// The frame at half its width and height (rounded up; a missing last column or row repeats
+    /// its neighbour): 2x2 box average, rounded. The decoder's output of a dense packet.
+    pub fn downsample2x(&self) -> RgbImage {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let (w2, h2) = (w.div_ceil(2), h.div_ceil(2));
+        let mut data = vec![0u8; w2 * h2 * 3];
+        for y in 0..h2 {
+            let (y0, y1) = (2 * y, (2 * y + 1).min(h - 1));
+            for x in 0..w2 {
+                let (x0, x1) = (2 * x, (2 * x + 1).min(w - 1));
+                for c in 0..3 {
+                    let at = |yy: usize, xx: usize| self.data[(yy * w + xx) * 3 + c] as u32;
+                    let sum = at(y0, x0) + at(y0, x1) + at(y1, x0) + at(y1, x1);
+                    data[(y * w2 + x) * 3 + c] = ((sum + 2) / 4) as u8;
+                }
+            }
+        }
+        RgbImage {
+            width: w2 as u32,
+            height: h2 as u32,
+            data,
+        }
+    }
+
     /// Planar float tensor `[3, H16, W16]` (sizes padded to multiples of 16 by edge
     /// replication), normalised as `(x / 255 - mean) / std`.
     pub fn to_padded_tensor(&self, mean: [f32; 3], std: [f32; 3]) -> (usize, usize, Vec<f32>) {
@@ -112,6 +182,29 @@ mod tests {
         }
         let back = RgbImage::from_padded_tensor(&t, ph, pw, 17, 2, [0.5; 3], [0.5; 3]).unwrap();
         assert_eq!(back, img);
+    }
+
+    #[test]
+    fn resampling_keeps_flat_images_and_sizes() {
+        let flat = RgbImage::new(5, 3, [10u8, 200, 77].repeat(15)).unwrap();
+        let up = flat.upsample2x();
+        assert_eq!((up.width, up.height), (10, 6));
+        assert!(up.data.chunks(3).all(|p| p == [10, 200, 77]));
+        assert_eq!(up.downsample2x(), flat);
+        // A ramp stays monotonic and inside its range; overshoot at an edge is clamped.
+        let ramp = RgbImage::new(8, 1, (0..8).flat_map(|i| [i * 30; 3]).collect()).unwrap();
+        let up = ramp.upsample2x();
+        let r: Vec<u8> = up.data.chunks(3).map(|p| p[0]).collect();
+        assert!(r.windows(2).all(|w| w[0] <= w[1]), "{r:?}");
+        let step = RgbImage::new(4, 1, [0, 0, 255, 255].iter().flat_map(|&v| [v; 3]).collect())
+            .unwrap();
+        let up = step.upsample2x();
+        assert_eq!((up.data[0], up.data[up.data.len() - 1]), (0, 255));
+        // Odd sizes round up.
+        let odd = RgbImage::new(3, 1, vec![0, 0, 0, 100, 100, 100, 50, 50, 50]).unwrap();
+        let down = odd.downsample2x();
+        assert_eq!((down.width, down.height), (2, 1));
+        assert_eq!(&down.data, &[50, 50, 50, 50, 50, 50]);
     }
 
     #[test]

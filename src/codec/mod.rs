@@ -87,6 +87,50 @@ pub fn token_codec(bundle: &Bundle) -> Result<TokenCodec> {
     token_codec_with_threads(bundle, 0)
 }
 
+/// Token density of a packet: the normal grid (one token per 16x16 pixels) or the dense one
+/// (the frame resampled to twice its width and height: four tokens per 16x16 pixels, about four
+/// times the bytes). Dense packets are the top of the rate ladder, above what the normal grid can
+/// spend with every token sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Density {
+    Normal,
+    Dense,
+    /// Normal, unless a byte budget leaves room for a dense packet that keeps at least
+    /// [`DENSE_MIN_STAGES`] stages (see [`Model::encode_auto`]).
+    #[default]
+    Auto,
+}
+
+impl std::str::FromStr for Density {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "normal" => Ok(Self::Normal),
+            "dense" => Ok(Self::Dense),
+            "auto" => Ok(Self::Auto),
+            _ => Err(Error::InvalidArgument(format!(
+                "density {s:?}: expected normal, dense or auto"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Density {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Normal => "normal",
+            Self::Dense => "dense",
+            Self::Auto => "auto",
+        })
+    }
+}
+
+/// The rate control picks a dense packet over an all-tokens normal one only when the dense
+/// packet keeps at least this many stages: measured on Kodak with the shipped model
+/// (MODEL_CARD.md, "Rate ladder"), fewer dense stages regenerate worse than sending every
+/// normal token.
+pub const DENSE_MIN_STAGES: usize = 8;
+
 /// Wall-clock time of the two halves of a frame.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timings {
@@ -167,10 +211,14 @@ impl Model {
         self.tokenizer.decode(grid, width, height)
     }
 
-    /// Encodes one frame into one packet.
+    /// Encodes one frame into one packet (the dense grid when `params.dense`).
     pub fn encode(&mut self, image: &RgbImage, params: FrameParams) -> Result<EncodedFrame> {
         let t0 = Instant::now();
-        let tokens = self.tokenizer.encode(image)?;
+        let tokens = if params.dense {
+            self.tokenizer.encode(&image.upsample2x())?
+        } else {
+            self.tokenizer.encode(image)?
+        };
         let t1 = Instant::now();
         let packet = self
             .codec
@@ -185,13 +233,70 @@ impl Model {
         })
     }
 
+    /// Encodes one frame with a [`Density`] choice. `Normal` / `Dense` force it (`params.dense`
+    /// is ignored). `Auto` is normal, except under a byte budget (`params.max_bytes`) that fits
+    /// every normal token: then the dense grid is tried under the same budget and kept when its
+    /// rate control keeps at least [`DENSE_MIN_STAGES`] stages (and `params.stages` allows all).
+    pub fn encode_auto(
+        &mut self,
+        image: &RgbImage,
+        params: FrameParams,
+        density: Density,
+    ) -> Result<EncodedFrame> {
+        let stages = self.codec.schedule().num_stages();
+        match density {
+            Density::Normal | Density::Dense => self.encode(
+                image,
+                FrameParams {
+                    dense: density == Density::Dense,
+                    ..params
+                },
+            ),
+            Density::Auto => {
+                let normal = self.encode(
+                    image,
+                    FrameParams {
+                        dense: false,
+                        ..params
+                    },
+                )?;
+                let all_sent = normal.packet.header.stages as usize == stages;
+                if params.max_bytes.is_none()
+                    || !all_sent
+                    || params.stages.is_some_and(|s| s < stages)
+                {
+                    return Ok(normal);
+                }
+                match self.encode(
+                    image,
+                    FrameParams {
+                        dense: true,
+                        ..params
+                    },
+                ) {
+                    Ok(dense) if dense.packet.header.stages as usize >= DENSE_MIN_STAGES => {
+                        let mut dense = dense;
+                        dense.timings.network += normal.timings.network;
+                        dense.timings.coding += normal.timings.coding;
+                        Ok(dense)
+                    }
+                    Ok(_) | Err(Error::BudgetTooSmall { .. }) => Ok(normal),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
     /// Decodes one packet into a frame.
     pub fn decode(&mut self, packet: &[u8]) -> Result<DecodedFrame> {
         let t0 = Instant::now();
         let tokens = self.codec.decode(packet)?;
         let t1 = Instant::now();
-        let (w, h) = (tokens.header.width, tokens.header.height);
-        let image = self.tokenizer.decode(&tokens.grid, w, h)?;
+        let (w, h) = tokens.header.coded_size();
+        let mut image = self.tokenizer.decode(&tokens.grid, w, h)?;
+        if tokens.header.dense() {
+            image = image.downsample2x();
+        }
         Ok(DecodedFrame {
             image,
             tokens,

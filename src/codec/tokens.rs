@@ -3,8 +3,8 @@
 //! No ONNX here: this is the part that must be bit-exact on every machine.
 
 use super::bitstream::{
-    check_value, parse_packet, write_header_prefix, write_packet, Header, ModelId, FLAG_ADAPTIVE,
-    VERSION,
+    check_value, coded_size, parse_packet, write_header_prefix, write_packet, Header, ModelId,
+    FLAG_ADAPTIVE, FLAG_DENSE, VERSION,
 };
 use super::entropy::{TokenDecoder, TokenEncoder, TOTAL};
 use super::error::{Error, PacketError, Result};
@@ -27,6 +27,9 @@ pub struct FrameParams {
     /// Hard cap on the packet size in bytes: the encoder picks the stage prefix and the adaptive
     /// extra count that fit (rate control); `None` = no cap.
     pub max_bytes: Option<usize>,
+    /// The grid is the dense one (the frame resampled to twice its width and height, see
+    /// [`super::Density`]); the packet says so and the decoder halves its output.
+    pub dense: bool,
 }
 
 /// Which tokens the encoder sends: a named fraction (a stage prefix) or an explicit prefix.
@@ -282,15 +285,18 @@ impl TokenCodec {
         self.regen
     }
 
-    fn check_grid(&self, grid: &TokenGrid, width: u32, height: u32) -> Result<()> {
+    fn check_grid(&self, grid: &TokenGrid, width: u32, height: u32, dense: bool) -> Result<()> {
         let max = super::bitstream::MAX_DIMENSION;
+        let (cw, ch) = coded_size(width, height, dense);
         if !(1..=max).contains(&width)
             || !(1..=max).contains(&height)
-            || (grid.rows, grid.cols) != (height.div_ceil(16) as usize, width.div_ceil(16) as usize)
+            || (grid.rows, grid.cols) != (ch.div_ceil(16) as usize, cw.div_ceil(16) as usize)
         {
             return Err(Error::InvalidArgument(format!(
-                "a {}x{} token grid does not fit a {width}x{height} frame",
-                grid.rows, grid.cols
+                "a {}x{} token grid does not fit a {width}x{height} frame{}",
+                grid.rows,
+                grid.cols,
+                if dense { " (dense)" } else { "" }
             )));
         }
         let k = self.codebook_size();
@@ -323,7 +329,7 @@ impl TokenCodec {
                 "{max_stages} stages requested, the schedule has {num_stages}"
             )));
         }
-        self.check_grid(grid, width, height)?;
+        self.check_grid(grid, width, height, params.dense)?;
         let plan = self.schedule.plan(grid.rows, grid.cols);
         // Tables of every stage the packet may touch: the prefix and the adaptive stage.
         let wants_adaptive = params.extra > 0 || params.max_bytes.is_some();
@@ -414,7 +420,8 @@ impl TokenCodec {
         let adaptive = !extras.is_empty();
         let mut header = Header {
             version: VERSION,
-            flags: if adaptive { FLAG_ADAPTIVE } else { 0 },
+            flags: if adaptive { FLAG_ADAPTIVE } else { 0 }
+                | if params.dense { FLAG_DENSE } else { 0 },
             model_id: self.model_id,
             stream_id: params.stream_id,
             frame: params.frame,

@@ -9,7 +9,7 @@ use gst::subclass::prelude::*;
 use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 
-use super::{ExecutionProvider, Keep};
+use super::{Density, ExecutionProvider, Keep};
 use crate::codec::{self, FrameParams, RgbImage};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -25,6 +25,7 @@ const DEFAULT_EP: ExecutionProvider = ExecutionProvider::Cpu;
 const DEFAULT_THREADS: u32 = 0;
 const DEFAULT_STREAM_ID: u32 = 0;
 const DEFAULT_KEEP: Keep = Keep::All;
+const DEFAULT_DENSITY: Density = Density::Auto;
 const DEFAULT_REGEN: &str = "argmax";
 const DEFAULT_TARGET_BITRATE: u32 = 0;
 const DEFAULT_MAX_FRAME_BYTES: u32 = 0;
@@ -40,6 +41,7 @@ struct Settings {
     threads: u32,
     stream_id: u32,
     keep: Keep,
+    density: Density,
     regen: String,
     target_bitrate: u32,
     max_frame_bytes: u32,
@@ -53,6 +55,7 @@ impl Default for Settings {
             threads: DEFAULT_THREADS,
             stream_id: DEFAULT_STREAM_ID,
             keep: DEFAULT_KEEP,
+            density: DEFAULT_DENSITY,
             regen: DEFAULT_REGEN.into(),
             target_bitrate: DEFAULT_TARGET_BITRATE,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
@@ -272,6 +275,14 @@ impl ObjectImpl for UigcEnc {
                     )
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecEnum::builder_with_default("density", DEFAULT_DENSITY)
+                    .nick("Density")
+                    .blurb(
+                        "Token grid: normal, dense (the frame at twice its size: the top of the \
+                         rate ladder) or auto (dense when the byte budget leaves room for it)",
+                    )
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecString::builder("regen")
                     .nick("Regeneration hint")
                     .blurb(
@@ -368,6 +379,7 @@ impl ObjectImpl for UigcEnc {
             "threads" => settings.threads = value.get().expect("type checked upstream"),
             "stream-id" => settings.stream_id = value.get().expect("type checked upstream"),
             "keep" => settings.keep = value.get().expect("type checked upstream"),
+            "density" => settings.density = value.get().expect("type checked upstream"),
             "regen" => {
                 settings.regen = value
                     .get::<Option<String>>()
@@ -394,6 +406,7 @@ impl ObjectImpl for UigcEnc {
             "threads" => settings.threads.to_value(),
             "stream-id" => settings.stream_id.to_value(),
             "keep" => settings.keep.to_value(),
+            "density" => settings.density.to_value(),
             "regen" => settings.regen.to_value(),
             "target-bitrate" => settings.target_bitrate.to_value(),
             "max-frame-bytes" => settings.max_frame_bytes.to_value(),
@@ -592,10 +605,6 @@ impl VideoEncoderImpl for UigcEnc {
             let input = frame.input_buffer().ok_or(gst::FlowError::Error)?;
             self.to_rgb(video, input)?
         };
-        let tokens = state.model.tokenize(&image).map_err(|e| {
-            gst::element_imp_error!(self, gst::StreamError::Encode, ("Tokenizer failed: {e}"));
-            gst::FlowError::Error
-        })?;
         let max_stages = super::keep_to_stages(settings.keep, state.levels).min(state.num_stages);
         let params = FrameParams {
             stream_id: settings.stream_id,
@@ -604,21 +613,19 @@ impl VideoEncoderImpl for UigcEnc {
             max_bytes: budget,
             ..Default::default()
         };
-        // Rate control lives in the core: the longest stage prefix, then as many adaptive
-        // tokens as fit the budget; a budget below the smallest packet skips the frame.
-        let packet =
-            match state
-                .model
-                .token_codec()
-                .encode(&tokens, image.width, image.height, params)
-            {
-                Ok(p) => Some(p),
-                Err(codec::Error::BudgetTooSmall { .. }) => None,
-                Err(e) => {
-                    gst::element_imp_error!(self, gst::StreamError::Encode, ("Coding failed: {e}"));
-                    return Err(gst::FlowError::Error);
-                }
-            };
+        // Rate control lives in the core: the density, the longest stage prefix, then as many
+        // adaptive tokens as fit the budget; a budget below the smallest packet skips the frame.
+        let packet = match state
+            .model
+            .encode_auto(&image, params, settings.density.into())
+        {
+            Ok(enc) => Some(enc.packet),
+            Err(codec::Error::BudgetTooSmall { .. }) => None,
+            Err(e) => {
+                gst::element_imp_error!(self, gst::StreamError::Encode, ("Encoding failed: {e}"));
+                return Err(gst::FlowError::Error);
+            }
+        };
         let elapsed = t0.elapsed();
         let Some(packet) = packet else {
             let num_stages = state.num_stages;
@@ -653,9 +660,10 @@ impl VideoEncoderImpl for UigcEnc {
             stats.last_bytes = bytes as u32;
             stats.last_bpp = bytes as f64 * 8.0 / (h.width as f64 * h.height as f64);
             stats.last_stages = h.stages as u32;
+            let dense = if h.dense() { " dense" } else { "" };
             stats.last_policy = match budget {
-                Some(b) if (h.stages as usize) < max_stages => {
-                    format!("budget {b} B: {}/{num_stages} stages", h.stages)
+                Some(b) if (h.stages as usize) < max_stages || h.dense() => {
+                    format!("budget {b} B: {}/{num_stages}{dense} stages", h.stages)
                 }
                 _ => format!("keep {:?}: {}/{num_stages} stages", settings.keep, h.stages)
                     .to_lowercase(),

@@ -44,6 +44,7 @@ glib::wrapper! {
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     ExecutionProvider::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     Keep::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    Density::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     gst::Element::register(
         Some(plugin),
         "uigcenc",
@@ -120,6 +121,35 @@ pub(crate) enum Keep {
 /// step 2^levels (1/4^levels of the tokens); within level l the three stages each add 1/4^l. With
 /// levels = 3: all = 10, half = 8, quarter = 7, eighth = 5, sixteenth = 4, thirty-second = 2,
 /// sixty-fourth = 1, none = 0. Shares finer than the lattice give 1 stage.
+#[derive(Debug, Eq, PartialEq, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstUigcDensity")]
+pub(crate) enum Density {
+    #[enum_value(name = "Normal: one token per 16x16 pixels", nick = "normal")]
+    Normal,
+    #[enum_value(
+        name = "Dense: the frame at twice its size, four tokens per 16x16 pixels (about 4x the bytes)",
+        nick = "dense"
+    )]
+    Dense,
+    #[default]
+    #[enum_value(
+        name = "Auto: dense only when the byte budget leaves room for it",
+        nick = "auto"
+    )]
+    Auto,
+}
+
+impl From<Density> for codec::Density {
+    fn from(d: Density) -> Self {
+        match d {
+            Density::Normal => codec::Density::Normal,
+            Density::Dense => codec::Density::Dense,
+            Density::Auto => codec::Density::Auto,
+        }
+    }
+}
+
 pub(crate) fn keep_to_stages(keep: Keep, levels: u8) -> usize {
     let Some(schedule) = codec::schedule::Schedule::new(levels) else {
         return 1;
