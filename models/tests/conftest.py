@@ -4,3 +4,62 @@ import sys
 MODELS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO_ROOT = os.path.dirname(MODELS_DIR)
 sys.path.insert(0, MODELS_DIR)
+
+
+def uigc_binary() -> str:
+    """The `uigc` CLI: $UIGC_BIN, else the newer of ../target/release/uigc and ../target/debug/uigc."""
+    import pytest
+    if os.environ.get("UIGC_BIN"):
+        return os.environ["UIGC_BIN"]
+    found = [p for p in (os.path.join(REPO_ROOT, "target", kind, "uigc") for kind in ("release", "debug"))
+             if os.path.isfile(p)]
+    if not found:
+        pytest.fail("no uigc binary at target/release/uigc or target/debug/uigc: run `cargo build` first "
+                    "(CI runs `cargo test`, which builds target/debug/uigc, before pytest)")
+    return max(found, key=os.path.getmtime)
+
+
+def cli_roundtrip(bundle: str, rgb, work_dir: str) -> dict:
+    """Encode and decode rgb (H x W x 3 uint8, any size) with the Rust CLI and check it against the bundle's
+    ONNX graphs run by onnxruntime: the packet's token grid (`uigc tokens`) equals the encoder's indices on
+    the edge-padded frame, and the decoded PNG has the frame's size and is the decoder's output, cropped
+    and rounded to 8 bits (+-1). Returns the grid and the decoded image."""
+    import subprocess
+
+    import numpy as np
+    import onnxruntime as ort
+    from PIL import Image
+
+    from uigc_models.bundle import from_network, read_manifest, to_network
+    from uigc_models.export import pad16
+
+    h, w = rgb.shape[:2]
+    src, pkt, out = (os.path.join(work_dir, f) for f in ("frame.png", "frame.uigc", "decoded.png"))
+    Image.fromarray(rgb).save(src)
+    exe = uigc_binary()
+
+    def run(*args):
+        r = subprocess.run([exe, *args], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, f"uigc {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+        return r.stdout
+
+    run("encode", src, "-o", pkt, "--model", bundle, "--threads", "1")
+    run("decode", pkt, "-o", out, "--model", bundle, "--threads", "1")
+    name, dims, values = run("tokens", pkt, "--model", bundle, "--threads", "1").split()
+    rows, cols = (int(v) for v in dims.split("x"))
+    grid = np.array([int(v) for v in values.split(",")], np.int64).reshape(rows, cols)
+
+    m = read_manifest(bundle)
+    px = m["pixels"]["mean"], m["pixels"]["std"]
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    enc, dec = (ort.InferenceSession(os.path.join(bundle, m[s]["path"]), so, providers=["CPUExecutionProvider"])
+                for s in ("tokenizer_encoder", "tokenizer_decoder"))
+    idx = enc.run(["indices"], {"image": to_network(pad16(rgb), *px)})[0]
+    assert name == "frame.uigc" and grid.shape == ((h + 15) // 16, (w + 15) // 16)
+    assert (grid == idx[0]).all(), f"packet tokens\n{grid}\n!= onnxruntime encoder indices\n{idx[0]}"
+    decoded = np.asarray(Image.open(out).convert("RGB"))
+    assert decoded.shape == (h, w, 3)
+    ref = from_network(dec.run(["image"], {"indices": idx})[0], *px)[:h, :w]
+    assert np.abs(decoded.astype(int) - ref.astype(int)).max() <= 1
+    return {"grid": grid, "decoded": decoded}

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 from .bundle import MEAN, STD, read_prior_bin, save_json_compat, sha256_file, write_golden, write_manifest, \
     write_prior_bin
-from .common import DATA_ROOT, RUNS_ROOT, set_threads, setup_logging, write_config
-from .data import list_kodak, list_train_images, load_rgb
+from .common import DATA_ROOT, REPO_ROOT, RUNS_ROOT, set_threads, setup_logging, write_config
+from .data import list_train_images, load_rgb
 from .model import Tokenizer
 
 OPSET = 17
@@ -89,15 +89,17 @@ def to_net(a_u8: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
 
 
-def export_onnx(tok: Tokenizer, out_dir: str) -> tuple[str, str]:
+def export_graphs(encoder: nn.Module, decoder: nn.Module, out_dir: str) -> tuple[str, str]:
+    """Write tokenizer_encoder.onnx / tokenizer_decoder.onnx from two torch modules with the bundle's I/O
+    (encoder: image [1,3,H,W] -> indices int64 [1,H/16,W/16]; decoder: the reverse), opset 17, dynamic H, W."""
     enc_p = os.path.join(out_dir, "tokenizer_encoder.onnx")
     dec_p = os.path.join(out_dir, "tokenizer_decoder.onnx")
     with torch.no_grad():
-        torch.onnx.export(OnnxEncoder(tok).eval(), (torch.zeros(1, 3, 64, 96),), enc_p, dynamo=False,
+        torch.onnx.export(encoder.eval(), (torch.zeros(1, 3, 64, 96),), enc_p, dynamo=False,
                           opset_version=OPSET, input_names=["image"], output_names=["indices"],
                           dynamic_axes={"image": {2: "H", 3: "W"}, "indices": {1: "h", 2: "w"}},
                           do_constant_folding=True)
-        torch.onnx.export(OnnxDecoder(tok).eval(), (torch.zeros(1, 4, 6, dtype=torch.long),), dec_p, dynamo=False,
+        torch.onnx.export(decoder.eval(), (torch.zeros(1, 4, 6, dtype=torch.long),), dec_p, dynamo=False,
                           opset_version=OPSET, input_names=["indices"], output_names=["image"],
                           dynamic_axes={"indices": {1: "h", 2: "w"}, "image": {2: "H", 3: "W"}},
                           do_constant_folding=True)
@@ -110,6 +112,10 @@ def export_onnx(tok: Tokenizer, out_dir: str) -> tuple[str, str]:
         m.doc_string = ""
         onnx.save(m, p)
     return enc_p, dec_p
+
+
+def export_onnx(tok: Tokenizer, out_dir: str) -> tuple[str, str]:
+    return export_graphs(OnnxEncoder(tok), OnnxDecoder(tok), out_dir)
 
 
 def ort_sessions(bundle_dir: str, threads: int = 2):
@@ -135,14 +141,17 @@ def count_train_tokens(enc_sess, k: int, data_root: str, log, limit: int = 0) ->
     return counts, len(files)
 
 
-def verify(tok: Tokenizer, enc_sess, dec_sess, data_root: str, log, n_images: int = 3) -> dict:
+def verify(tok, enc_sess, dec_sess, data_root: str, log, n_images: int = 3,
+           sizes=((32, 48), (512, 768))) -> dict:
+    """onnxruntime against torch: `tok` is any model with encode_indices(x) / decode_indices(idx)."""
     rng = np.random.default_rng(0)
     rep = {"checks": []}
     inputs = []
-    for hw in ((32, 48), (512, 768)):
+    for hw in sizes:
+        hw = tuple(hw)
         inputs.append((f"random {hw[0]}x{hw[1]}", np.clip(rng.normal(0, 0.6, (1, 3) + hw), -1, 1).astype(np.float32)))
-    files = list_train_images(data_root)
-    for i in rng.choice(len(files), n_images, replace=False):
+    files = list_train_images(data_root) if n_images else []
+    for i in (rng.choice(len(files), n_images, replace=False) if n_images else []):
         inputs.append((os.path.relpath(files[i], data_root), to_net(pad16(load_rgb(files[i])))))
     for name, x in inputs:
         a = enc_sess.run(["indices"], {"image": x})[0]
@@ -165,11 +174,32 @@ def verify(tok: Tokenizer, enc_sess, dec_sess, data_root: str, log, n_images: in
     return rep
 
 
-def golden_input(data_root: str) -> np.ndarray:
-    """A 128x192 crop of kodim23 (the repository's one allowed Kodak sample image)."""
-    k = [p for p in list_kodak(data_root) if p.endswith("kodim23.png")][0]
-    a = load_rgb(k)
-    return np.ascontiguousarray(a[192:320, 288:480])
+SAMPLE_IMAGE = os.path.join(REPO_ROOT, "docs", "sample", "kodim23.png")  # = ../shared/data/kodak/kodim23.png
+GOLDEN_SOURCE = "kodim23.png crop rows 192:320, cols 288:480"
+
+
+def golden_input() -> np.ndarray:
+    """A 128x192 crop of kodim23 (docs/sample/, the repository's one allowed Kodak sample image)."""
+    return np.ascontiguousarray(load_rgb(SAMPLE_IMAGE)[192:320, 288:480])
+
+
+def write_unigram_prior(out_dir: str, counts: np.ndarray) -> dict:
+    """prior.bin from token counts (+1 smoothing, so every code stays codable); returns its statistics."""
+    counts = np.asarray(counts, np.int64)
+    weights = counts + 1
+    if weights.max() >= 2 ** 32:
+        raise ValueError("token counts overflow u32")
+    path = os.path.join(out_dir, "prior.bin")
+    write_prior_bin(path, weights)
+    assert (read_prior_bin(path) == weights).all()
+    p = weights / weights.sum()
+    return {"prior_tokens": int(counts.sum()), "prior_codes_used": int((counts > 0).sum()),
+            "prior_entropy_bits": float(-(p * np.log2(p)).sum())}
+
+
+def bundle_files_report(out_dir: str) -> dict:
+    return {f: {"bytes": os.path.getsize(os.path.join(out_dir, f)), "sha256": sha256_file(os.path.join(out_dir, f))}
+            for f in ("tokenizer_encoder.onnx", "tokenizer_decoder.onnx", "prior.bin", "manifest.toml")}
 
 
 def main(argv=None) -> int:
@@ -202,28 +232,19 @@ def main(argv=None) -> int:
     if not (rep["all_indices_identical"] and rep["all_shapes_ok"]):
         log.error("onnxruntime disagrees with torch (see export_report.json)")
     counts, n_imgs = count_train_tokens(enc_sess, k, args.data_root, log, args.prior_limit)
-    weights = counts + 1
-    if weights.max() >= 2 ** 32:
-        raise ValueError("token counts overflow u32")
-    write_prior_bin(os.path.join(out, "prior.bin"), weights)
-    assert (read_prior_bin(os.path.join(out, "prior.bin")) == weights).all()
+    rep.update(write_unigram_prior(out, counts))
     write_manifest(out, name=name, version=args.version, k=k, levels=args.levels)
-    p = weights / weights.sum()
     rep.update({
         "ckpt": ckpt, "step": ck.get("step"), "train_minutes": ck.get("train_seconds", 0) / 60,
         "hparams": ck["hparams"], "k": k,
         "params_encoder": sum(q.numel() for q in tok.encoder.parameters()),
         "params_decoder": sum(q.numel() for q in tok.decoder.parameters()),
-        "prior_train_images": n_imgs, "prior_tokens": int(counts.sum()),
-        "prior_codes_used": int((counts > 0).sum()),
-        "prior_entropy_bits": float(-(p * np.log2(p)).sum()),
-        "files": {f: {"bytes": os.path.getsize(os.path.join(out, f)), "sha256": sha256_file(os.path.join(out, f))}
-                  for f in ("tokenizer_encoder.onnx", "tokenizer_decoder.onnx", "prior.bin", "manifest.toml")},
+        "prior_train_images": n_imgs,
+        "files": bundle_files_report(out),
         "export_seconds": time.time() - t0,
     })
     if not args.no_golden:
-        rep["golden"] = write_golden(out, golden_input(args.data_root),
-                                     extra={"source": "kodim23.png crop rows 192:320, cols 288:480"})
+        rep["golden"] = write_golden(out, golden_input(), extra={"source": GOLDEN_SOURCE})
     save_json_compat(os.path.join(out, "export_report.json"), rep)
     total = sum(v["bytes"] for v in rep["files"].values())
     log.info(f"bundle {out}: {total / 1e6:.2f} MB, prior entropy {rep['prior_entropy_bits']:.3f} bits/token, "
