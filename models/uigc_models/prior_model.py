@@ -89,7 +89,7 @@ def reveal_masks(rows, cols, R, levels, r0, c0, cut, reveal):
     win = _MASKS[(rows, cols, R, levels) + ph][2]
     n = rows * cols
     allowed = win[None] & ((st[None, None, :] < cut[:, None, None]) | reveal[:, None, :])  # [B, n, n]
-    rows_q = st[None, :] == cut[:, None]
+    rows_q = (st[None, :] == cut[:, None]) & ~reveal
     mk = torch.where(reveal[:, :, None], allowed, mask[None, :n])
     mq = torch.where(rows_q[:, :, None], allowed, mask[None, n:])
     return torch.cat([mk, mq], 1)
