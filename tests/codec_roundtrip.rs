@@ -262,7 +262,7 @@ fn dense_packets_round_trip_at_the_frame_size() {
 /// never exceeds the budget.
 #[test]
 fn auto_density_under_a_budget() {
-    use gstuigc::codec::{Density, DENSE_MIN_STAGES};
+    use gstuigc::codec::{Density, DENSE_MIN_BUDGET_RATIO, DENSE_MIN_STAGES};
     let mut model = load(&tiny_model_dir());
     let img = synthetic(128, 96, 2);
     let normal = model.encode(&img, FrameParams::default()).unwrap();
@@ -280,6 +280,7 @@ fn auto_density_under_a_budget() {
         dense.packet.bytes.len() - 1,
         dense.packet.bytes.len(),
         dense.packet.bytes.len() + 100,
+        3 * normal.packet.bytes.len() + dense.packet.bytes.len(),
     ] {
         let params = FrameParams {
             max_bytes: Some(cap),
@@ -287,8 +288,12 @@ fn auto_density_under_a_budget() {
         };
         let enc = model.encode_auto(&img, params, Density::Auto).unwrap();
         assert!(enc.packet.bytes.len() <= cap);
-        if cap >= dense.packet.bytes.len() {
+        let worth_trying = cap as f64 >= DENSE_MIN_BUDGET_RATIO * normal.packet.bytes.len() as f64;
+        if cap >= dense.packet.bytes.len() && worth_trying {
             assert!(enc.packet.header.dense(), "cap {cap}");
+        }
+        if !worth_trying {
+            assert!(!enc.packet.header.dense(), "cap {cap}");
         }
         if enc.packet.header.dense() {
             assert!(enc.packet.header.stages as usize >= DENSE_MIN_STAGES);

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 use gstuigc::codec::{
-    self, bitstream, default_model_dir, Density, ExecutionProvider, FrameParams, KeepPolicy,
-    Model, RegenMode, RgbImage, RuntimeOptions,
+    self, bitstream, default_model_dir, Density, ExecutionProvider, FrameParams, KeepPolicy, Model,
+    RegenMode, RgbImage, RuntimeOptions,
 };
 
 /// uigc: ultra-low-bitrate image coding with a VQ tokenizer and a multi-stage prior.

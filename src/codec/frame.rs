@@ -52,7 +52,11 @@ impl RgbImage {
             let row = &self.data[y * w * 3..(y + 1) * w * 3];
             for x in 0..w2 {
                 let i = (x / 2) as isize;
-                let (taps, first) = if x % 2 == 0 { (EVEN, i - 2) } else { (ODD, i - 1) };
+                let (taps, first) = if x % 2 == 0 {
+                    (EVEN, i - 2)
+                } else {
+                    (ODD, i - 1)
+                };
                 for c in 0..3 {
                     let mut acc = 0i32;
                     for (k, t) in taps.iter().enumerate() {
@@ -66,7 +70,11 @@ impl RgbImage {
         let mut data = vec![0u8; h2 * w2 * 3];
         for y in 0..h2 {
             let i = (y / 2) as isize;
-            let (taps, first) = if y % 2 == 0 { (EVEN, i - 2) } else { (ODD, i - 1) };
+            let (taps, first) = if y % 2 == 0 {
+                (EVEN, i - 2)
+            } else {
+                (ODD, i - 1)
+            };
             let rows: [usize; 4] = std::array::from_fn(|k| clampi(first + k as isize, h));
             for x in 0..w2 * 3 {
                 let mut acc = 0i32;
@@ -196,8 +204,12 @@ mod tests {
         let up = ramp.upsample2x();
         let r: Vec<u8> = up.data.chunks(3).map(|p| p[0]).collect();
         assert!(r.windows(2).all(|w| w[0] <= w[1]), "{r:?}");
-        let step = RgbImage::new(4, 1, [0, 0, 255, 255].iter().flat_map(|&v| [v; 3]).collect())
-            .unwrap();
+        let step = RgbImage::new(
+            4,
+            1,
+            [0, 0, 255, 255].iter().flat_map(|&v| [v; 3]).collect(),
+        )
+        .unwrap();
         let up = step.upsample2x();
         assert_eq!((up.data[0], up.data[up.data.len() - 1]), (0, 255));
         // Odd sizes round up.
