@@ -133,10 +133,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--uigc", default=os.path.join(os.path.dirname(__file__), "../../target/release/uigc"))
     ap.add_argument("--bundle", required=True)
-    ap.add_argument("--points", nargs="+", default=["all", "half", "quarter", "eighth", "sixteenth"])
+    ap.add_argument("--points", nargs="*", default=["all", "half", "quarter", "eighth", "sixteenth"])
     ap.add_argument("--regen", nargs="+", default=["argmax"])
     ap.add_argument("--av1", action="store_true")
-    ap.add_argument("--av1-match", default="all", help="uigc point whose bytes AV1 matches")
+    ap.add_argument("--av1-match", nargs="+", default=["all"],
+                    help="uigc points whose bytes AV1 matches (one AV1 record each); 'min' = AV1's "
+                         "smallest packet (cq-level 63)")
+    ap.add_argument("--av1-targets", default=None,
+                    help="records.json of an earlier run: match the bytes of its uigc records "
+                         "(setting '<point>/<regen>' starting with the --av1-match point) instead of "
+                         "running those points again")
     ap.add_argument("--images", nargs="*", default=None, help="default: the 24 Kodak images")
     ap.add_argument("--data-root", default=DATA_ROOT)
     ap.add_argument("--out", required=True)
@@ -147,13 +153,18 @@ def main(argv=None) -> int:
     images = args.images or list_kodak(args.data_root)
     metrics = Metrics()
     records = []
+    earlier = json.load(open(args.av1_targets)) if args.av1_targets else []
     from tqdm import tqdm
     with tempfile.TemporaryDirectory() as tmp:
         for img in tqdm(images, desc="images"):
             ref = load_rgb(img)
             h, w = ref.shape[:2]
             name = os.path.basename(img)
-            matched = None
+            matched = {}
+            for r in earlier:
+                for m in args.av1_match:
+                    if r["codec"] == "uigc" and r["image"] == name and r["setting"].startswith(m + "/"):
+                        matched.setdefault(m, r["bytes"])
             for point in args.points:
                 for regen in args.regen:
                     size, rec, secs = uigc_point(args.uigc, args.bundle, img, point, regen, tmp)
@@ -161,12 +172,18 @@ def main(argv=None) -> int:
                     records.append({"codec": "uigc", "setting": f"{point}/{regen}", "image": name,
                                     "width": w, "height": h, "bytes": size,
                                     "bpp": size * 8 / (w * h), **rec_m, "seconds": secs})
-                    if point == args.av1_match and matched is None:
-                        matched = size
-            if args.av1 and matched:
+                    if point in args.av1_match:
+                        matched.setdefault(point, size)
+            for m in args.av1_match if args.av1 else []:
                 t = time.time()
-                cq, size, rec = av1_matched(ref, matched, tmp)
-                records.append({"codec": "av1", "setting": f"aomenc-allintra-cpu0-matched:{args.av1_match}",
+                if m == "min":
+                    cq = 63
+                    size, rec = av1_encode(ref, cq, tmp)
+                elif m in matched:
+                    cq, size, rec = av1_matched(ref, matched[m], tmp)
+                else:
+                    continue
+                records.append({"codec": "av1", "setting": f"aomenc-allintra-cpu0-matched:{m}",
                                 "image": name, "width": w, "height": h, "bytes": size,
                                 "bpp": size * 8 / (w * h), "cq_level": cq, **metrics(ref, rec),
                                 "seconds": time.time() - t})

@@ -102,6 +102,28 @@ def eval_float(model, grids, max_grids=0):
     return bits, cnt
 
 
+@torch.no_grad()
+def eval_reveal(model, grids, rate, seed=0):
+    """What iterative regeneration relies on: bits/token of the unrevealed positions of each stage
+    s >= 1 when a random ``rate`` of stage s is revealed (known), float model, full grids."""
+    model.eval()
+    rng = np.random.default_rng(seed)
+    S = model.stages
+    bits, cnt = np.zeros(S), np.zeros(S)
+    for g in grids:
+        x = torch.as_tensor(np.asarray(g), dtype=torch.long)[None]
+        st = pm.stage_grid(x.shape[1], x.shape[2], model.levels).reshape(-1)
+        for s in range(1, S):
+            rev = ((st == s) & torch.from_numpy(rng.random(st.numel()) < rate))[None]
+            _, ce = model.loss_bits(x, 0, 0, torch.tensor([s]), rev)
+            sel = (st == s) & ~rev[0]
+            bits[s] += float(ce[0][sel].sum())
+            cnt[s] += int(sel.sum())
+    model.train()
+    return {"rate": rate, "total_stages_1_plus": bits.sum() / max(cnt.sum(), 1),
+            "per_stage": (bits / np.maximum(cnt, 1)).tolist()}
+
+
 def fmt_stages(bits, cnt):
     return " ".join(f"s{s}={bits[s] / max(cnt[s], 1):.3f}" for s in range(len(bits)))
 
@@ -274,6 +296,8 @@ def cmd_eval(args):
                       "ref_seconds_per_grid": (time.time() - t0) / n}
         res["int_vs_float_rel_gap"] = ib.sum() / fb.sum() - 1
         res["int_vs_qat_rel_gap"] = ib.sum() / qb.sum() - 1
+    if args.reveal:
+        res["reveal"] = eval_reveal(m, kodak[:n], args.reveal, args.seed)
     res["log2K"] = math.log2(st["cfg"]["K"])
     print(json.dumps(res, indent=1))
     if args.json:
@@ -378,6 +402,9 @@ def main(argv=None) -> int:
     v.add_argument("--grids", type=int, default=0)
     v.add_argument("--json", default="")
     v.add_argument("--threads", type=int, default=1)
+    v.add_argument("--reveal", type=float, default=0.0,
+                   help="also measure bits of each stage with this fraction of it revealed (iterative)")
+    v.add_argument("--seed", type=int, default=0)
     a = sub.add_parser("attach")
     a.add_argument("--bundle", required=True)
     a.add_argument("--prior", required=True)
