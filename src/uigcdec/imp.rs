@@ -12,7 +12,9 @@ use gst_video::subclass::prelude::*;
 
 use super::LossCounter;
 use crate::codec;
-use crate::uigcenc::ExecutionProvider;
+use crate::uigcenc::{
+    model_properties, string_or, ExecutionProvider, DEFAULT_EP, DEFAULT_MODEL, DEFAULT_THREADS,
+};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -22,9 +24,6 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-const DEFAULT_MODEL: &str = "";
-const DEFAULT_EP: ExecutionProvider = ExecutionProvider::Cpu;
-const DEFAULT_THREADS: u32 = 0;
 const DEFAULT_REGEN: &str = "argmax";
 
 #[derive(Debug, Clone)]
@@ -191,31 +190,8 @@ impl ObjectSubclass for UigcDec {
 impl ObjectImpl for UigcDec {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            vec![
-                glib::ParamSpecString::builder("model")
-                    .nick("Model")
-                    .blurb(
-                        "Model bundle directory; empty = the shipped default model \
-                         (UIGC_MODEL, the source tree's models/uigc-small, then \
-                         /usr/local/share/uigc/models/uigc-small). Must be the sender's model",
-                    )
-                    .default_value(Some(DEFAULT_MODEL))
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecEnum::builder_with_default("ep", DEFAULT_EP)
-                    .nick("Execution provider")
-                    .blurb(
-                        "ONNX Runtime execution provider of the detokenizer network; a GPU \
-                         provider that is not available is an error, never a silent fallback",
-                    )
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("threads")
-                    .nick("Threads")
-                    .blurb("Worker threads of the network and the prior (0 = automatic)")
-                    .default_value(DEFAULT_THREADS)
-                    .mutable_ready()
-                    .build(),
+            let mut props = model_properties("detokenizer", "Must be the sender's model").to_vec();
+            props.extend([
                 glib::ParamSpecString::builder("regen")
                     .nick("Regeneration mode")
                     .blurb(
@@ -249,7 +225,8 @@ impl ObjectImpl for UigcDec {
                     )
                     .read_only()
                     .build(),
-            ]
+            ]);
+            props
         });
         PROPERTIES.as_ref()
     }
@@ -263,20 +240,10 @@ impl ObjectImpl for UigcDec {
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         let mut settings = lock(&self.settings);
         match pspec.name() {
-            "model" => {
-                settings.model = value
-                    .get::<Option<String>>()
-                    .expect("type checked upstream")
-                    .unwrap_or_default();
-            }
+            "model" => settings.model = string_or(value, DEFAULT_MODEL),
             "ep" => settings.ep = value.get().expect("type checked upstream"),
             "threads" => settings.threads = value.get().expect("type checked upstream"),
-            "regen" => {
-                settings.regen = value
-                    .get::<Option<String>>()
-                    .expect("type checked upstream")
-                    .unwrap_or_else(|| DEFAULT_REGEN.into());
-            }
+            "regen" => settings.regen = string_or(value, DEFAULT_REGEN),
             other => unreachable!("unknown property {other}"),
         }
         gst::debug!(CAT, imp = self, "Set {} = {:?}", pspec.name(), value);

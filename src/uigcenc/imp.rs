@@ -9,7 +9,10 @@ use gst::subclass::prelude::*;
 use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 
-use super::{Density, ExecutionProvider, Keep};
+use super::{
+    model_properties, string_or, Density, ExecutionProvider, Keep, DEFAULT_EP, DEFAULT_MODEL,
+    DEFAULT_THREADS,
+};
 use crate::codec::{self, FrameParams, RgbImage};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -20,9 +23,6 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-const DEFAULT_MODEL: &str = "";
-const DEFAULT_EP: ExecutionProvider = ExecutionProvider::Cpu;
-const DEFAULT_THREADS: u32 = 0;
 const DEFAULT_STREAM_ID: u32 = 0;
 const DEFAULT_KEEP: Keep = Keep::All;
 const DEFAULT_DENSITY: Density = Density::Auto;
@@ -232,32 +232,10 @@ impl ObjectSubclass for UigcEnc {
 impl ObjectImpl for UigcEnc {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            vec![
-                glib::ParamSpecString::builder("model")
-                    .nick("Model")
-                    .blurb(
-                        "Model bundle directory; empty = the shipped default model \
-                         (UIGC_MODEL, the source tree's models/uigc-small, then \
-                         /usr/local/share/uigc/models/uigc-small). Sender and receiver must \
-                         use the same model",
-                    )
-                    .default_value(Some(DEFAULT_MODEL))
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecEnum::builder_with_default("ep", DEFAULT_EP)
-                    .nick("Execution provider")
-                    .blurb(
-                        "ONNX Runtime execution provider of the tokenizer network; a GPU \
-                         provider that is not available is an error, never a silent fallback",
-                    )
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("threads")
-                    .nick("Threads")
-                    .blurb("Worker threads of the network and the prior (0 = automatic)")
-                    .default_value(DEFAULT_THREADS)
-                    .mutable_ready()
-                    .build(),
+            let mut props =
+                model_properties("tokenizer", "Sender and receiver must use the same model")
+                    .to_vec();
+            props.extend([
                 glib::ParamSpecUInt::builder("stream-id")
                     .nick("Stream id")
                     .blurb(
@@ -355,7 +333,8 @@ impl ObjectImpl for UigcEnc {
                     )
                     .read_only()
                     .build(),
-            ]
+            ]);
+            props
         });
         PROPERTIES.as_ref()
     }
@@ -369,23 +348,13 @@ impl ObjectImpl for UigcEnc {
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         let mut settings = lock(&self.settings);
         match pspec.name() {
-            "model" => {
-                settings.model = value
-                    .get::<Option<String>>()
-                    .expect("type checked upstream")
-                    .unwrap_or_default();
-            }
+            "model" => settings.model = string_or(value, DEFAULT_MODEL),
             "ep" => settings.ep = value.get().expect("type checked upstream"),
             "threads" => settings.threads = value.get().expect("type checked upstream"),
             "stream-id" => settings.stream_id = value.get().expect("type checked upstream"),
             "keep" => settings.keep = value.get().expect("type checked upstream"),
             "density" => settings.density = value.get().expect("type checked upstream"),
-            "regen" => {
-                settings.regen = value
-                    .get::<Option<String>>()
-                    .expect("type checked upstream")
-                    .unwrap_or_else(|| DEFAULT_REGEN.into());
-            }
+            "regen" => settings.regen = string_or(value, DEFAULT_REGEN),
             "target-bitrate" => {
                 settings.target_bitrate = value.get().expect("type checked upstream")
             }

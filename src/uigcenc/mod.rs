@@ -150,6 +150,51 @@ impl From<Density> for codec::Density {
     }
 }
 
+/// Defaults of the properties both elements share.
+pub(crate) const DEFAULT_MODEL: &str = "";
+pub(crate) const DEFAULT_EP: ExecutionProvider = ExecutionProvider::Cpu;
+pub(crate) const DEFAULT_THREADS: u32 = 0;
+
+/// The `model`, `ep` and `threads` properties of both elements. `network` names what the
+/// execution provider runs ("tokenizer" / "detokenizer"), `same_model` how the model must match
+/// the other end.
+pub(crate) fn model_properties(network: &str, same_model: &str) -> [glib::ParamSpec; 3] {
+    [
+        glib::ParamSpecString::builder("model")
+            .nick("Model")
+            .blurb(&format!(
+                "Model bundle directory; empty = the shipped default model (UIGC_MODEL, the \
+                 source tree's models/uigc-small, then /usr/local/share/uigc/models/uigc-small). \
+                 {same_model}"
+            ))
+            .default_value(Some(DEFAULT_MODEL))
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecEnum::builder_with_default("ep", DEFAULT_EP)
+            .nick("Execution provider")
+            .blurb(&format!(
+                "ONNX Runtime execution provider of the {network} network; a GPU provider that \
+                 is not available is an error, never a silent fallback"
+            ))
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("threads")
+            .nick("Threads")
+            .blurb("Worker threads of the network and the prior (0 = automatic)")
+            .default_value(DEFAULT_THREADS)
+            .mutable_ready()
+            .build(),
+    ]
+}
+
+/// A string property's value, `default` when unset.
+pub(crate) fn string_or(value: &glib::Value, default: &str) -> String {
+    value
+        .get::<Option<String>>()
+        .expect("type checked upstream")
+        .unwrap_or_else(|| default.into())
+}
+
 pub(crate) fn keep_to_stages(keep: Keep, levels: u8) -> usize {
     let Some(schedule) = codec::schedule::Schedule::new(levels) else {
         return 1;
