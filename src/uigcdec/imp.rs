@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 
 use std::path::PathBuf;
-use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::glib;
@@ -13,7 +13,8 @@ use gst_video::subclass::prelude::*;
 use super::LossCounter;
 use crate::codec;
 use crate::uigcenc::{
-    model_properties, string_or, ExecutionProvider, DEFAULT_EP, DEFAULT_MODEL, DEFAULT_THREADS,
+    lock, model_properties, string_or, ExecutionProvider, DEFAULT_EP, DEFAULT_MODEL,
+    DEFAULT_THREADS,
 };
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -67,10 +68,6 @@ pub struct UigcDec {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
     stats: Mutex<Stats>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl UigcDec {

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 
-use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::glib;
@@ -10,7 +10,7 @@ use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 
 use super::{
-    model_properties, string_or, Density, ExecutionProvider, Keep, DEFAULT_EP, DEFAULT_MODEL,
+    lock, model_properties, string_or, Density, ExecutionProvider, Keep, DEFAULT_EP, DEFAULT_MODEL,
     DEFAULT_THREADS,
 };
 use crate::codec::{self, FrameParams, RgbImage};
@@ -108,10 +108,6 @@ pub struct UigcEnc {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
     stats: Mutex<Stats>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl UigcEnc {

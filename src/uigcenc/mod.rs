@@ -187,6 +187,11 @@ pub(crate) fn model_properties(network: &str, same_model: &str) -> [glib::ParamS
     ]
 }
 
+/// Locks a mutex, also after a panic elsewhere (the elements' state stays usable).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A string property's value, `default` when unset.
 pub(crate) fn string_or(value: &glib::Value, default: &str) -> String {
     value
