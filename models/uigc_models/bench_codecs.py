@@ -129,6 +129,39 @@ def av1_matched(rgb: np.ndarray, target: int, tmp: str):
     return best
 
 
+def report(records: list, out: str) -> None:
+    """summary.json (means per codec/setting), a printed table and ladder.png from records."""
+    summary = {}
+    for r in records:
+        key = f"{r['codec']} {r['setting']}"
+        summary.setdefault(key, []).append(r)
+    table = {k: {m: float(np.mean([r[m] for r in v])) for m in ("bpp", "bytes", "psnr", "ms_ssim", "lpips_alex")}
+             | {"images": len(v)} for k, v in summary.items()}
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(table, f, indent=1)
+    for k, v in sorted(table.items(), key=lambda kv: kv[1]["bpp"]):
+        print(f"{k:<48} bpp {v['bpp']:.4f}  PSNR {v['psnr']:.2f}  MS-SSIM {v['ms_ssim']:.4f}  "
+              f"LPIPS-alex {v['lpips_alex']:.4f}  ({v['images']} images)")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+        for codec in sorted({k.split(" ")[0] + " " + k.split("/")[-1] if k.startswith("uigc") else k for k in table}):
+            pts = sorted((v["bpp"], v["lpips_alex"], v["psnr"]) for k, v in table.items()
+                         if (k.startswith("uigc") and k.endswith("/" + codec.split(" ")[-1]) and codec.startswith("uigc"))
+                         or k == codec)
+            ax[0].plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=codec)
+            ax[1].plot([p[0] for p in pts], [p[2] for p in pts], "o-", label=codec)
+        ax[0].set(xlabel="bpp (real bytes)", ylabel="LPIPS-alex (lower is better)", title="Kodak, 24 images")
+        ax[1].set(xlabel="bpp (real bytes)", ylabel="PSNR dB", title="Kodak, 24 images")
+        ax[0].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, "ladder.png"), dpi=110)
+    except Exception as e:  # the numbers are the product; the plot is a convenience
+        print(f"plot skipped: {e}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--uigc", default=os.path.join(os.path.dirname(__file__), "../../target/release/uigc"))
@@ -147,7 +180,16 @@ def main(argv=None) -> int:
     ap.add_argument("--data-root", default=DATA_ROOT)
     ap.add_argument("--out", required=True)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--merge", nargs="+", default=None,
+                    help="only combine the records.json of earlier runs into --out (summary, plot)")
     args = ap.parse_args(argv)
+    if args.merge:
+        os.makedirs(args.out, exist_ok=True)
+        records = [r for f in args.merge for r in json.load(open(f))]
+        with open(os.path.join(args.out, "records.json"), "w") as f:
+            json.dump(records, f, indent=1)
+        report(records, args.out)
+        return 0
     set_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     images = args.images or list_kodak(args.data_root)
@@ -193,35 +235,7 @@ def main(argv=None) -> int:
                                 "seconds": time.time() - t})
             with open(os.path.join(args.out, "records.json"), "w") as f:
                 json.dump(records, f, indent=1)
-    summary = {}
-    for r in records:
-        key = f"{r['codec']} {r['setting']}"
-        summary.setdefault(key, []).append(r)
-    table = {k: {m: float(np.mean([r[m] for r in v])) for m in ("bpp", "bytes", "psnr", "ms_ssim", "lpips_alex")}
-             | {"images": len(v)} for k, v in summary.items()}
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
-        json.dump(table, f, indent=1)
-    for k, v in sorted(table.items(), key=lambda kv: kv[1]["bpp"]):
-        print(f"{k:<48} bpp {v['bpp']:.4f}  PSNR {v['psnr']:.2f}  MS-SSIM {v['ms_ssim']:.4f}  "
-              f"LPIPS-alex {v['lpips_alex']:.4f}  ({v['images']} images)")
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-        for codec in sorted({k.split(" ")[0] + " " + k.split("/")[-1] if k.startswith("uigc") else k for k in table}):
-            pts = sorted((v["bpp"], v["lpips_alex"], v["psnr"]) for k, v in table.items()
-                         if (k.startswith("uigc") and k.endswith("/" + codec.split(" ")[-1]) and codec.startswith("uigc"))
-                         or k == codec)
-            ax[0].plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=codec)
-            ax[1].plot([p[0] for p in pts], [p[2] for p in pts], "o-", label=codec)
-        ax[0].set(xlabel="bpp (real bytes)", ylabel="LPIPS-alex (lower is better)", title="Kodak, 24 images")
-        ax[1].set(xlabel="bpp (real bytes)", ylabel="PSNR dB", title="Kodak, 24 images")
-        ax[0].legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(os.path.join(args.out, "ladder.png"), dpi=110)
-    except Exception as e:  # the numbers are the product; the plot is a convenience
-        print(f"plot skipped: {e}")
+    report(records, args.out)
     return 0
 
 
