@@ -199,3 +199,49 @@ fn unavailable_gpu_provider_is_an_error_not_a_fallback() {
     assert!(!ok);
     assert!(err.contains("invalid value 'gpu'"), "{err}");
 }
+
+/// `--model` repeated: the encoder reports which model its rate control chose, a decoder given
+/// the same models decodes the packet.
+#[test]
+fn several_models_on_the_command_line() {
+    let dir = std::env::temp_dir().join(format!("uigc-cli-set-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = tiny_model_dir().join("golden/input.png");
+    let packet = dir.join("x.uigc");
+    let output = dir.join("x.png");
+    let (ok, out, err) = run(uigc()
+        .arg("encode")
+        .arg(&input)
+        .arg("-o")
+        .arg(&packet)
+        .args(["--max-bytes", "60", "--model"])
+        .arg(tiny_model_dir())
+        .arg("--model")
+        .arg(tiny_model_b_dir()));
+    assert!(ok, "{err}");
+    assert!(out.contains("with model tiny-model"), "{out}");
+    assert!(std::fs::metadata(&packet).unwrap().len() <= 60);
+    let (ok, _, err) = run(uigc()
+        .arg("decode")
+        .arg(&packet)
+        .arg("-o")
+        .arg(&output)
+        .arg("--model")
+        .arg(tiny_model_b_dir())
+        .arg("--model")
+        .arg(tiny_model_dir()));
+    assert!(ok, "{err}");
+    // The same bundle twice: one clear error.
+    let (ok, _, err) = run(uigc()
+        .arg("encode")
+        .arg(&input)
+        .arg("-o")
+        .arg(&packet)
+        .arg("--model")
+        .arg(tiny_model_dir())
+        .arg("--model")
+        .arg(tiny_model_dir()));
+    assert!(!ok);
+    assert!(err.contains("same model id"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -510,3 +510,42 @@ fn encoder_drops_late_frames_under_qos() {
     h.push(buf).unwrap();
     assert!(h.try_pull().is_some());
 }
+
+#[test]
+fn several_models_encoder_picks_one_decoder_follows_the_packet() {
+    init();
+    let b_dir = common::tiny_model_b_dir().display().to_string();
+    let both = format!("{},{}", tiny(), b_dir);
+    let (_h, full) = encode(encoder(&[]), "RGB", 96, 64, 1);
+    let cap = (full[0].len() / 2).to_string();
+    let enc = encoder(&[("model", &both), ("max-frame-bytes", &cap)]);
+    let (harness, packets) = encode(enc, "RGB", 96, 64, 3);
+    assert_eq!(packets.len(), 3);
+    assert!(packets.iter().all(|p| p.len() <= full[0].len() / 2));
+    let policy = harness
+        .element()
+        .unwrap()
+        .property::<String>("last-frame-policy");
+    assert!(policy.contains("tiny-model"), "{policy}");
+    // A decoder with both models decodes every packet; one with the other model only rejects.
+    let mut set = decoder_harness(&both);
+    for (i, p) in packets.iter().enumerate() {
+        set.push(packet_buffer(p, i as u64)).unwrap();
+        let _ = set.pull().unwrap();
+    }
+    assert_eq!(out_size(&set), (96, 64));
+    // An unloadable entry in the list fails at start, naming it.
+    let bad = encoder(&[("model", &format!("{},/nonexistent/bundle", tiny()))]);
+    let bus = gst::Bus::new();
+    bad.set_bus(Some(&bus));
+    assert!(bad.set_state(gst::State::Paused).is_err());
+    let msg = bus
+        .iter()
+        .find(|m| matches!(m.view(), gst::MessageView::Error(_)))
+        .expect("an error message");
+    let gst::MessageView::Error(err) = msg.view() else {
+        unreachable!()
+    };
+    assert!(err.error().to_string().contains("/nonexistent/bundle"));
+    bad.set_state(gst::State::Null).unwrap();
+}

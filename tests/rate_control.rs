@@ -252,3 +252,64 @@ fn kodak_packets_fit_every_budget() {
         }
     }
 }
+
+/// Several models on one link (two codebooks): under a budget the encoder keeps the packet that
+/// sends the most index bits, never over the budget; the decoder set decodes whichever it names.
+#[test]
+fn model_set_picks_a_codebook_under_the_budget() {
+    use gstuigc::codec::{modelset::sent_bits_per_block, Density, ModelSet};
+    let a = load(&tiny_model_dir());
+    let b = load(&tiny_model_b_dir());
+    let (ka, kb) = (a.bundle().codebook_size, b.bundle().codebook_size);
+    let mut set = ModelSet::new(vec![a, b]).unwrap();
+    let img = synthetic(160, 96, 4);
+    // Without a budget: the primary model.
+    let (i, _) = set
+        .encode_auto(&img, FrameParams::default(), Density::Normal)
+        .unwrap();
+    assert_eq!(i, 0);
+    let mut seen = [false; 2];
+    for cap in [20usize, 30, 40, 60, 90, 140, 220, 400] {
+        let params = FrameParams {
+            max_bytes: Some(cap),
+            ..Default::default()
+        };
+        let (i, enc) = match set.encode_auto(&img, params, Density::Normal) {
+            Ok(r) => r,
+            Err(gstuigc::codec::Error::BudgetTooSmall { min, .. }) => {
+                assert!(min > cap);
+                continue;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        seen[i] = true;
+        assert!(enc.packet.bytes.len() <= cap);
+        // The choice is the larger score of the two models' own rate-controlled packets.
+        let mut scores = Vec::new();
+        for (m, k) in set.models_mut().iter_mut().zip([ka, kb]) {
+            scores.push(
+                m.encode_auto(&img, params, Density::Normal)
+                    .map(|f| sent_bits_per_block(&f, k))
+                    .unwrap_or(-1.0),
+            );
+        }
+        let want = if scores[1] > scores[0] { 1 } else { 0 };
+        assert_eq!(i, want, "cap {cap}: scores {scores:?}");
+        let dec = set.decode(&enc.packet.bytes).unwrap();
+        assert_eq!(dec.tokens.header.model_id, set.models()[i].model_id());
+        assert_eq!((dec.image.width, dec.image.height), (160, 96));
+    }
+    assert!(seen[0] || seen[1]);
+    // A set without the packet's model names both sides.
+    let (_, enc) = set
+        .encode_auto(&img, FrameParams::default(), Density::Normal)
+        .unwrap();
+    let mut only_b = ModelSet::new(vec![load(&tiny_model_b_dir())]).unwrap();
+    let err = only_b.decode(&enc.packet.bytes).unwrap_err().to_string();
+    assert!(
+        err.contains(&set.models()[0].model_id().to_string()),
+        "{err}"
+    );
+    // The same bundle twice is refused.
+    assert!(ModelSet::new(vec![load(&tiny_model_dir()), load(&tiny_model_dir())]).is_err());
+}

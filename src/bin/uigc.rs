@@ -7,7 +7,7 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 use gstuigc::codec::{
     self, bitstream, default_model_dir, Density, ExecutionProvider, FrameParams, KeepPolicy, Model,
-    RegenMode, RgbImage, RuntimeOptions,
+    ModelSet, RegenMode, RgbImage, RuntimeOptions,
 };
 
 /// uigc: ultra-low-bitrate image coding with a VQ tokenizer and a multi-stage prior.
@@ -24,9 +24,11 @@ struct Cli {
 
 #[derive(Args, Clone)]
 struct ModelArgs {
-    /// Model bundle directory [default: UIGC_MODEL, else the shipped models/uigc-small]
+    /// Model bundle directory [default: UIGC_MODEL, else the shipped models/uigc-small]. Repeat
+    /// it for several models (e.g. two codebooks): under --max-bytes the encoder picks one per
+    /// frame, the decoder uses the one the packet names
     #[arg(long, value_name = "DIR")]
-    model: Option<PathBuf>,
+    model: Vec<PathBuf>,
     /// Execution provider for the tokenizer networks: cpu, cuda, tensorrt or auto
     /// (a requested GPU provider that is unavailable is an error, never a silent CPU fallback)
     #[arg(long, value_name = "EP", value_enum, default_value_t = Ep::Cpu)]
@@ -156,24 +158,29 @@ fn runtime_options(m: &ModelArgs) -> RuntimeOptions {
     }
 }
 
-fn load_model(m: &ModelArgs) -> Result<Model, String> {
+fn load_models(m: &ModelArgs) -> Result<ModelSet, String> {
     let opts = runtime_options(m);
-    let dir = match &m.model {
-        Some(d) => d.clone(),
-        None => default_model_dir().map_err(|e| e.to_string())?,
+    let dirs = if m.model.is_empty() {
+        vec![default_model_dir().map_err(|e| e.to_string())?]
+    } else {
+        m.model.clone()
     };
-    let t = Instant::now();
-    let model = Model::load(&dir, &opts).map_err(|e| e.to_string())?;
-    eprintln!(
-        "model {} ({}, id {}, K={}) on {} loaded in {:.0} ms",
-        model.bundle().name,
-        dir.display(),
-        model.model_id(),
-        model.bundle().codebook_size,
-        model.provider(),
-        t.elapsed().as_secs_f64() * 1e3
-    );
-    Ok(model)
+    let mut models = Vec::with_capacity(dirs.len());
+    for dir in &dirs {
+        let t = Instant::now();
+        let model = Model::load(dir, &opts).map_err(|e| e.to_string())?;
+        eprintln!(
+            "model {} ({}, id {}, K={}) on {} loaded in {:.0} ms",
+            model.bundle().name,
+            dir.display(),
+            model.model_id(),
+            model.bundle().codebook_size,
+            model.provider(),
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        models.push(model);
+    }
+    ModelSet::new(models).map_err(|e| e.to_string())
 }
 
 fn read_image(path: &Path) -> Result<RgbImage, String> {
@@ -204,9 +211,9 @@ fn run(cli: Cli) -> Result<(), String> {
             let keep: KeepPolicy = keep.parse().map_err(|e: codec::Error| e.to_string())?;
             let density: Density = density.parse().map_err(|e: codec::Error| e.to_string())?;
             let image = read_image(&input)?;
-            let mut model = load_model(&model)?;
+            let mut models = load_models(&model)?;
             let stages = keep
-                .stages(&model.bundle().schedule)
+                .stages(&models.primary().bundle().schedule)
                 .map_err(|e| e.to_string())?;
             let params = FrameParams {
                 stream_id,
@@ -216,14 +223,14 @@ fn run(cli: Cli) -> Result<(), String> {
                 max_bytes,
                 ..Default::default()
             };
-            let enc = model
+            let (chosen, enc) = models
                 .encode_auto(&image, params, density)
                 .map_err(|e| e.to_string())?;
             write_file(&output, &enc.packet.bytes)?;
             let p = &enc.packet;
             println!(
                 "{} -> {}: {}x{}, {} bytes, {:.4} bpp ({} of {} {}tokens: {} stages + {} adaptive; \
-                 payload {} bits, ideal {:.0} bits); tokenizer {:.1} ms, prior+coding {:.1} ms",
+                 payload {} bits, ideal {:.0} bits){}; tokenizer {:.1} ms, prior+coding {:.1} ms",
                 input.display(),
                 output.display(),
                 image.width,
@@ -237,6 +244,11 @@ fn run(cli: Cli) -> Result<(), String> {
                 p.extra_tokens,
                 p.payload_bits,
                 p.ideal_bits,
+                if models.models().len() > 1 {
+                    format!(" with model {}", models.models()[chosen].bundle().name)
+                } else {
+                    String::new()
+                },
                 enc.timings.network.as_secs_f64() * 1e3,
                 enc.timings.coding.as_secs_f64() * 1e3,
             );
@@ -249,9 +261,11 @@ fn run(cli: Cli) -> Result<(), String> {
         } => {
             let regen: RegenMode = regen.parse().map_err(|e: codec::Error| e.to_string())?;
             let bytes = std::fs::read(&input).map_err(|e| format!("{}: {e}", input.display()))?;
-            let mut model = load_model(&model)?;
-            model.token_codec().set_regen(regen);
-            let dec = model
+            let mut models = load_models(&model)?;
+            for m in models.models_mut() {
+                m.token_codec().set_regen(regen);
+            }
+            let dec = models
                 .decode(&bytes)
                 .map_err(|e| format!("{}: {e}", input.display()))?;
             let img = &dec.image;
@@ -360,7 +374,8 @@ fn run(cli: Cli) -> Result<(), String> {
 
 fn bench(inputs: &[PathBuf], keep: &str, repeat: usize, args: &ModelArgs) -> Result<(), String> {
     let keep: KeepPolicy = keep.parse().map_err(|e: codec::Error| e.to_string())?;
-    let mut model = load_model(args)?;
+    let mut models = load_models(args)?;
+    let model = models.primary();
     let stages = keep
         .stages(&model.bundle().schedule)
         .map_err(|e| e.to_string())?;

@@ -1,6 +1,5 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 
-use std::path::PathBuf;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,7 +54,7 @@ struct Stats {
 }
 
 struct State {
-    model: codec::Model,
+    model: codec::ModelSet,
     model_desc: String,
     input_state:
         Option<gst_video::VideoCodecState<'static, gst_video::video_codec_state::Readable>>,
@@ -313,21 +312,12 @@ impl VideoDecoderImpl for UigcDec {
             .regen
             .parse()
             .map_err(|e: codec::Error| gst::error_msg!(gst::LibraryError::Settings, ("{e}")))?;
-        let (mut model, dir): (codec::Model, PathBuf) =
-            crate::uigcenc::load_model(&settings.model, settings.ep, settings.threads)?;
-        model.token_codec().set_regen(regen);
-        let model_desc = format!(
-            "model {} '{}' from {}",
-            model.model_id(),
-            model.bundle().name,
-            dir.display()
-        );
-        gst::info!(
-            CAT,
-            imp = self,
-            "Loaded {model_desc} on {}",
-            model.provider()
-        );
+        let (mut model, model_desc) =
+            crate::uigcenc::load_models(&settings.model, settings.ep, settings.threads)?;
+        for m in model.models_mut() {
+            m.token_codec().set_regen(regen);
+        }
+        gst::info!(CAT, imp = self, "Loaded {model_desc}");
         *lock(&self.stats) = Stats::default();
         *lock(&self.state) = Some(State {
             model,

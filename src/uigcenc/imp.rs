@@ -94,7 +94,7 @@ struct Video {
 }
 
 struct State {
-    model: codec::Model,
+    model: codec::ModelSet,
     levels: u8,
     num_stages: usize,
     video: Option<Video>,
@@ -462,17 +462,9 @@ impl VideoEncoderImpl for UigcEnc {
         if let Err(e) = settings.regen.parse::<codec::RegenMode>() {
             return Err(gst::error_msg!(gst::LibraryError::Settings, ("{e}")));
         }
-        let (model, model_dir) = super::load_model(&settings.model, settings.ep, settings.threads)?;
-        let schedule = model.bundle().schedule;
-        gst::info!(
-            CAT,
-            imp = self,
-            "Loaded model '{}' ({}) from {} on {}",
-            model.bundle().name,
-            model.model_id(),
-            model_dir.display(),
-            model.provider()
-        );
+        let (mut model, desc) = super::load_models(&settings.model, settings.ep, settings.threads)?;
+        let schedule = model.primary().bundle().schedule;
+        gst::info!(CAT, imp = self, "Loaded {desc}");
         *lock(&self.stats) = Stats::default();
         *lock(&self.state) = Some(State {
             levels: schedule.levels(),
@@ -584,7 +576,7 @@ impl VideoEncoderImpl for UigcEnc {
             .model
             .encode_auto(&image, params, settings.density.into())
         {
-            Ok(enc) => Some(enc.packet),
+            Ok((i, enc)) => Some((i, enc.packet)),
             Err(codec::Error::BudgetTooSmall { .. }) => None,
             Err(e) => {
                 gst::element_imp_error!(self, gst::StreamError::Encode, ("Encoding failed: {e}"));
@@ -592,7 +584,7 @@ impl VideoEncoderImpl for UigcEnc {
             }
         };
         let elapsed = t0.elapsed();
-        let Some(packet) = packet else {
+        let Some((chosen, packet)) = packet else {
             let num_stages = state.num_stages;
             drop(guard);
             {
@@ -613,6 +605,12 @@ impl VideoEncoderImpl for UigcEnc {
         };
         state.frame = state.frame.wrapping_add(1);
         let num_stages = state.num_stages;
+        let models = state.model.models();
+        let which = if models.len() > 1 {
+            format!(" ({})", models[chosen].bundle().name)
+        } else {
+            String::new()
+        };
         drop(guard);
 
         let h = &packet.header;
@@ -628,10 +626,16 @@ impl VideoEncoderImpl for UigcEnc {
             let dense = if h.dense() { " dense" } else { "" };
             stats.last_policy = match budget {
                 Some(b) if (h.stages as usize) < max_stages || h.dense() => {
-                    format!("budget {b} B: {}/{num_stages}{dense} stages", h.stages)
+                    format!(
+                        "budget {b} B: {}/{num_stages}{dense} stages{which}",
+                        h.stages
+                    )
                 }
-                _ => format!("keep {:?}: {}/{num_stages} stages", settings.keep, h.stages)
-                    .to_lowercase(),
+                _ => format!(
+                    "keep {}: {}/{num_stages} stages{which}",
+                    format!("{:?}", settings.keep).to_lowercase(),
+                    h.stages
+                ),
             };
         }
         gst::log!(

@@ -165,7 +165,8 @@ pub(crate) fn model_properties(network: &str, same_model: &str) -> [glib::ParamS
             .blurb(&format!(
                 "Model bundle directory; empty = the shipped default model (UIGC_MODEL, the \
                  source tree's models/uigc-small, then /usr/local/share/uigc/models/uigc-small). \
-                 {same_model}"
+                 Several directories separated by commas: the encoder's rate control picks one \
+                 per frame, the decoder the one each packet names. {same_model}"
             ))
             .default_value(Some(DEFAULT_MODEL))
             .mutable_ready()
@@ -219,40 +220,65 @@ pub(crate) fn keep_to_stages(keep: Keep, levels: u8) -> usize {
 }
 
 /// Loads the model named by an element's `model` property (empty: the shipped default).
-pub(crate) fn load_model(
+/// Loads the models named by a `model` property: one bundle directory, or several separated
+/// by commas (the encoder's rate control picks one per frame, the decoder the one a packet
+/// names); empty = the shipped default. Returns the set and a description for logs and errors.
+pub(crate) fn load_models(
     model: &str,
     ep: ExecutionProvider,
     threads: u32,
-) -> Result<(codec::Model, PathBuf), gst::ErrorMessage> {
-    let dir = if model.is_empty() {
-        codec::default_model_dir().map_err(|e| {
+) -> Result<(codec::ModelSet, String), gst::ErrorMessage> {
+    let dirs: Vec<PathBuf> = if model.trim().is_empty() {
+        vec![codec::default_model_dir().map_err(|e| {
             gst::error_msg!(
                 gst::ResourceError::NotFound,
                 ("{e} (set the 'model' property to a model bundle directory)")
             )
-        })?
+        })?]
     } else {
-        PathBuf::from(model)
+        model.split(',').map(|d| PathBuf::from(d.trim())).collect()
     };
     let opts = codec::RuntimeOptions {
         library: None,
         provider: ep.into(),
         threads: threads as usize,
     };
-    let model = codec::Model::load(&dir, &opts).map_err(|e| {
-        let text = format!("could not load model {}: {e}", dir.display());
-        match e {
-            codec::Error::RuntimeNotFound { .. } | codec::Error::RuntimeLoad { .. } => {
-                gst::error_msg!(gst::LibraryError::Init, ("{text}"))
+    let mut models = Vec::with_capacity(dirs.len());
+    for dir in &dirs {
+        let model = codec::Model::load(dir, &opts).map_err(|e| {
+            let text = format!("could not load model {}: {e}", dir.display());
+            match e {
+                codec::Error::RuntimeNotFound { .. } | codec::Error::RuntimeLoad { .. } => {
+                    gst::error_msg!(gst::LibraryError::Init, ("{text}"))
+                }
+                codec::Error::ProviderUnavailable { .. } => {
+                    gst::error_msg!(gst::LibraryError::Settings, ("{text}"))
+                }
+                codec::Error::Io { .. } => {
+                    gst::error_msg!(gst::ResourceError::NotFound, ("{text}"))
+                }
+                _ => gst::error_msg!(gst::ResourceError::OpenRead, ("{text}")),
             }
-            codec::Error::ProviderUnavailable { .. } => {
-                gst::error_msg!(gst::LibraryError::Settings, ("{text}"))
-            }
-            codec::Error::Io { .. } => gst::error_msg!(gst::ResourceError::NotFound, ("{text}")),
-            _ => gst::error_msg!(gst::ResourceError::OpenRead, ("{text}")),
-        }
-    })?;
-    Ok((model, dir))
+        })?;
+        models.push(model);
+    }
+    let desc = models
+        .iter()
+        .zip(&dirs)
+        .map(|(m, d)| {
+            format!(
+                "model {} '{}' from {} on {}",
+                m.model_id(),
+                m.bundle().name,
+                d.display(),
+                m.provider()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let set = codec::ModelSet::new(models)
+        .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{e}")))?;
+    Ok((set, desc))
 }
 
 /// Latency to report for a synchronous element whose mean processing time is `mean`: the mean
