@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
@@ -64,13 +65,18 @@ fn help_is_complete() {
     }
 }
 
-#[test]
-fn encode_info_decode_round_trip() {
-    let dir = std::env::temp_dir().join(format!("uigc-cli-{}", std::process::id()));
+/// A scratch directory and the paths of a round trip: (dir, input image, packet, output image).
+fn scratch(tag: &str) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("uigc-cli-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let input = tiny_model_dir().join("golden/input.png");
-    let packet = dir.join("x.uigc");
-    let output = dir.join("x.png");
+    let (packet, output) = (dir.join("x.uigc"), dir.join("x.png"));
+    (dir, input, packet, output)
+}
+
+#[test]
+fn encode_info_decode_round_trip() {
+    let (dir, input, packet, output) = scratch("rt");
     let model = tiny_model_dir();
     let (ok, out, err) = run(uigc()
         .arg("encode")
@@ -134,6 +140,7 @@ fn encode_info_decode_round_trip() {
         1,
         "{err}"
     );
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -204,11 +211,7 @@ fn unavailable_gpu_provider_is_an_error_not_a_fallback() {
 /// the same models decodes the packet.
 #[test]
 fn several_models_on_the_command_line() {
-    let dir = std::env::temp_dir().join(format!("uigc-cli-set-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let input = tiny_model_dir().join("golden/input.png");
-    let packet = dir.join("x.uigc");
-    let output = dir.join("x.png");
+    let (dir, input, packet, output) = scratch("set");
     let (ok, out, err) = run(uigc()
         .arg("encode")
         .arg(&input)

@@ -106,6 +106,22 @@ fn out_size(h: &Harness) -> (i32, i32) {
     (s.get("width").unwrap(), s.get("height").unwrap())
 }
 
+/// Starts `e`, expects the state change to fail, returns the error message it posted.
+fn start_error(e: &gst::Element) -> String {
+    let bus = gst::Bus::new();
+    e.set_bus(Some(&bus));
+    assert!(e.set_state(gst::State::Paused).is_err());
+    let msg = bus
+        .iter()
+        .find(|m| matches!(m.view(), gst::MessageView::Error(_)))
+        .expect("an error message");
+    let gst::MessageView::Error(err) = msg.view() else {
+        unreachable!()
+    };
+    e.set_state(gst::State::Null).unwrap();
+    err.error().to_string()
+}
+
 fn u64_prop(e: &gst::Element, name: &str) -> u64 {
     e.property::<u64>(name)
 }
@@ -282,22 +298,8 @@ fn missing_model_fails_at_start_with_a_clear_error() {
         .property("model", "/nonexistent/model")
         .build()
         .unwrap();
-    let bus = gst::Bus::new();
-    e.set_bus(Some(&bus));
-    assert!(e.set_state(gst::State::Paused).is_err());
-    let msg = bus
-        .iter()
-        .find(|m| matches!(m.view(), gst::MessageView::Error(_)))
-        .expect("an error message");
-    let gst::MessageView::Error(err) = msg.view() else {
-        unreachable!()
-    };
-    assert!(
-        err.error().to_string().contains("/nonexistent/model"),
-        "{}",
-        err.error()
-    );
-    e.set_state(gst::State::Null).unwrap();
+    let err = start_error(&e);
+    assert!(err.contains("/nonexistent/model"), "{err}");
 
     let d = gst::ElementFactory::make("uigcdec")
         .property("model", tiny())
@@ -536,16 +538,6 @@ fn several_models_encoder_picks_one_decoder_follows_the_packet() {
     assert_eq!(out_size(&set), (96, 64));
     // An unloadable entry in the list fails at start, naming it.
     let bad = encoder(&[("model", &format!("{},/nonexistent/bundle", tiny()))]);
-    let bus = gst::Bus::new();
-    bad.set_bus(Some(&bus));
-    assert!(bad.set_state(gst::State::Paused).is_err());
-    let msg = bus
-        .iter()
-        .find(|m| matches!(m.view(), gst::MessageView::Error(_)))
-        .expect("an error message");
-    let gst::MessageView::Error(err) = msg.view() else {
-        unreachable!()
-    };
-    assert!(err.error().to_string().contains("/nonexistent/bundle"));
-    bad.set_state(gst::State::Null).unwrap();
+    let err = start_error(&bad);
+    assert!(err.contains("/nonexistent/bundle"), "{err}");
 }
