@@ -304,3 +304,23 @@ fn auto_density_under_a_budget() {
         assert_eq!((dec.image.width, dec.image.height), (128, 96));
     }
 }
+
+/// Dense packets are limited to frames of at most MAX_DIMENSION / 2 per side (the decoder works
+/// at twice the size); auto density falls back to normal above that.
+#[test]
+fn dense_is_refused_for_frames_too_large_to_double() {
+    use gstuigc::codec::{bitstream::MAX_DIMENSION, Density};
+    let mut model = load(&tiny_model_dir());
+    let img = synthetic(MAX_DIMENSION / 2 + 16, 16, 1);
+    let err = model
+        .encode_auto(&img, FrameParams::default(), Density::Dense)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at most 4096"), "{err}");
+    let params = FrameParams {
+        max_bytes: Some(1 << 20),
+        ..Default::default()
+    };
+    let enc = model.encode_auto(&img, params, Density::Auto).unwrap();
+    assert!(!enc.packet.header.dense());
+}

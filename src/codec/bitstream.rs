@@ -185,12 +185,14 @@ pub fn parse_packet(data: &[u8]) -> Result<Packet<'_>, PacketError> {
     let frame = r.varint("frame counter")?;
     let width = r.varint("width")?.saturating_add(1);
     let height = r.varint("height")?.saturating_add(1);
-    if width > MAX_DIMENSION || height > MAX_DIMENSION {
-        return Err(PacketError::BadFrameSize {
-            width,
-            height,
-            max: MAX_DIMENSION,
-        });
+    // The decoder works at the coded size (twice the frame for a dense packet): bound that.
+    let max = if flags & FLAG_DENSE != 0 {
+        MAX_DIMENSION / 2
+    } else {
+        MAX_DIMENSION
+    };
+    if width > max || height > max {
+        return Err(PacketError::BadFrameSize { width, height, max });
     }
     let stages = r.byte("stage count")?;
     let header_end = r.pos;
@@ -321,6 +323,14 @@ mod tests {
         assert_eq!(h.grid(), (2, 3));
         let p = write_packet(&h, &[1]);
         assert!(parse_packet(&p).unwrap().header.dense());
+        // The coded size is bounded: a dense frame may be at most half the largest side.
+        h.width = MAX_DIMENSION / 2 + 1;
+        assert!(matches!(
+            parse_packet(&write_packet(&h, &[1])),
+            Err(PacketError::BadFrameSize { max, .. }) if max == MAX_DIMENSION / 2
+        ));
+        h.flags = 0;
+        assert!(parse_packet(&write_packet(&h, &[1])).is_ok());
     }
 
     #[test]

@@ -221,6 +221,13 @@ impl Model {
 
     /// Encodes one frame into one packet (the dense grid when `params.dense`).
     pub fn encode(&mut self, image: &RgbImage, params: FrameParams) -> Result<EncodedFrame> {
+        let half = bitstream::MAX_DIMENSION / 2;
+        if params.dense && (image.width > half || image.height > half) {
+            return Err(Error::InvalidArgument(format!(
+                "dense packets carry frames of at most {half} pixels per side, not {}x{}",
+                image.width, image.height
+            )));
+        }
         let t0 = Instant::now();
         let tokens = if params.dense {
             self.tokenizer.encode(&image.upsample2x())?
@@ -273,7 +280,9 @@ impl Model {
                 let room = params.max_bytes.is_some_and(|cap| {
                     cap as f64 >= DENSE_MIN_BUDGET_RATIO * normal.packet.bytes.len() as f64
                 });
-                if !room || !all_sent || params.stages.is_some_and(|s| s < stages) {
+                let half = bitstream::MAX_DIMENSION / 2;
+                let fits = image.width <= half && image.height <= half;
+                if !room || !fits || !all_sent || params.stages.is_some_and(|s| s < stages) {
                     return Ok(normal);
                 }
                 match self.encode(

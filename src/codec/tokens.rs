@@ -288,8 +288,8 @@ impl TokenCodec {
     fn check_grid(&self, grid: &TokenGrid, width: u32, height: u32, dense: bool) -> Result<()> {
         let max = super::bitstream::MAX_DIMENSION;
         let (cw, ch) = coded_size(width, height, dense);
-        if !(1..=max).contains(&width)
-            || !(1..=max).contains(&height)
+        if !(1..=max).contains(&cw)
+            || !(1..=max).contains(&ch)
             || (grid.rows, grid.cols) != (ch.div_ceil(16) as usize, cw.div_ceil(16) as usize)
         {
             return Err(Error::InvalidArgument(format!(
