@@ -59,7 +59,19 @@ fn keep_policies_parse_and_map_to_prefixes() {
         let m: RegenMode = s.parse().unwrap();
         assert_eq!(m.to_string().split(':').next(), s.split(':').next());
     }
-    for s in ["iterative:1", "sample:9", "best", "argmax:2"] {
+    for s in ["iterative:3", "iterative:4:2", "sample:2"] {
+        assert_eq!(s.parse::<RegenMode>().unwrap().to_string(), s);
+    }
+    for s in [
+        "iterative:1",
+        "sample:9",
+        "best",
+        "argmax:2",
+        "iterative:4:0",
+        "iterative:4:5",
+        "sample:2:2",
+        "iterative:4:x",
+    ] {
         assert!(s.parse::<RegenMode>().is_err(), "{s}");
     }
 }
@@ -120,7 +132,14 @@ fn regenerated_packets_decode_identically_with_any_thread_count() {
         );
         for mode in [
             RegenMode::Argmax,
-            RegenMode::Iterative { passes: 3 },
+            RegenMode::Iterative {
+                passes: 3,
+                sharpen: 0,
+            },
+            RegenMode::Iterative {
+                passes: 3,
+                sharpen: 2,
+            },
             RegenMode::Sample { sharpen: 1 },
         ] {
             let grids: Vec<TokenGrid> = [1, 2, 8]
@@ -157,7 +176,14 @@ fn regeneration_modes_differ_but_keep_sent_tokens() {
     let mut grids = Vec::new();
     for mode in [
         RegenMode::Argmax,
-        RegenMode::Iterative { passes: 4 },
+        RegenMode::Iterative {
+            passes: 4,
+            sharpen: 0,
+        },
+        RegenMode::Iterative {
+            passes: 3,
+            sharpen: 2,
+        },
         RegenMode::Sample { sharpen: 1 },
     ] {
         c.set_regen(mode);
@@ -170,9 +196,18 @@ fn regeneration_modes_differ_but_keep_sent_tokens() {
         }
         grids.push(d.grid);
     }
-    assert_ne!(grids[0], grids[2], "sampling is not argmax");
+    assert_ne!(grids[0], grids[3], "sampling is not argmax");
+    assert_ne!(
+        grids[1], grids[2],
+        "sampled iterative candidates are not argmax"
+    );
     // Sampling is seeded from the packet: the same packet gives the same frame.
     c.set_regen(RegenMode::Sample { sharpen: 1 });
+    assert_eq!(c.decode(&enc.bytes).unwrap().grid, grids[3]);
+    c.set_regen(RegenMode::Iterative {
+        passes: 3,
+        sharpen: 2,
+    });
     assert_eq!(c.decode(&enc.bytes).unwrap().grid, grids[2]);
 }
 

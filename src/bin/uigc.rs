@@ -105,7 +105,8 @@ enum Command {
         #[arg(short, long, value_name = "OUT.png")]
         output: PathBuf,
         /// How to regenerate tokens that were not sent: argmax (one pass, as in the paper),
-        /// iterative[:PASSES] (most confident first, MaskGIT-style) or sample[:SHARPEN]
+        /// iterative[:PASSES[:SHARPEN]] (most confident first, MaskGIT-style; SHARPEN samples the
+        /// candidates) or sample[:SHARPEN]
         /// (seeded from the packet, temperature 1/SHARPEN)
         #[arg(long, value_name = "MODE", default_value = "argmax")]
         regen: String,

@@ -102,9 +102,11 @@ pub enum RegenMode {
     /// One pass per stage, the most probable token (the UIGC paper).
     #[default]
     Argmax,
-    /// MaskGIT-style: per dropped stage, `passes` rounds; each round fixes the most confident
-    /// remaining positions, which then serve as context for the rest.
-    Iterative { passes: u8 },
+    /// MaskGIT-style: per dropped stage, `passes` rounds; each round picks a candidate for every
+    /// remaining position (argmax when `sharpen` = 0, else sampled as in [`Self::Sample`]) and
+    /// fixes the most confident ones (largest probability of their candidate), which then serve
+    /// as context for the rest.
+    Iterative { passes: u8, sharpen: u8 },
     /// Sampled from the prior's table raised to the power `sharpen` (temperature
     /// `1/sharpen`), with a generator seeded from the packet header.
     Sample { sharpen: u8 },
@@ -115,18 +117,33 @@ impl std::str::FromStr for RegenMode {
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
             Error::InvalidArgument(format!(
-                "regeneration mode '{s}': use argmax, iterative[:PASSES] (2..=16) or \
-                 sample[:SHARPEN] (1..=4, temperature 1/SHARPEN)"
+                "regeneration mode '{s}': use argmax, iterative[:PASSES[:SHARPEN]] (2..=16 \
+                 passes; SHARPEN 1..=4 samples the candidates) or sample[:SHARPEN] (1..=4, \
+                 temperature 1/SHARPEN)"
             ))
         };
-        let (name, arg) = match s.split_once(':') {
-            Some((n, a)) => (n, Some(a.parse::<u8>().map_err(|_| bad())?)),
+        let (name, rest) = match s.split_once(':') {
+            Some((n, a)) => (n, Some(a)),
             None => (s, None),
         };
+        let (arg, arg2) =
+            match rest.map(|r| r.split_once(':').map_or((r, None), |(a, b)| (a, Some(b)))) {
+                Some((a, b)) => (
+                    Some(a.parse::<u8>().map_err(|_| bad())?),
+                    b.map(|b| b.parse::<u8>().map_err(|_| bad())).transpose()?,
+                ),
+                None => (None, None),
+            };
+        if arg2.is_some() && name != "iterative" {
+            return Err(bad());
+        }
         match name {
             "argmax" if arg.is_none() => Ok(Self::Argmax),
-            "iterative" => match arg.unwrap_or(4) {
-                p @ 2..=16 => Ok(Self::Iterative { passes: p }),
+            "iterative" => match (arg.unwrap_or(4), arg2.unwrap_or(0)) {
+                (p @ 2..=16, k @ 0..=4) if arg2 != Some(0) => Ok(Self::Iterative {
+                    passes: p,
+                    sharpen: k,
+                }),
                 _ => Err(bad()),
             },
             "sample" => match arg.unwrap_or(1) {
@@ -142,7 +159,8 @@ impl std::fmt::Display for RegenMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Argmax => write!(f, "argmax"),
-            Self::Iterative { passes } => write!(f, "iterative:{passes}"),
+            Self::Iterative { passes, sharpen: 0 } => write!(f, "iterative:{passes}"),
+            Self::Iterative { passes, sharpen } => write!(f, "iterative:{passes}:{sharpen}"),
             Self::Sample { sharpen } => write!(f, "sample:{sharpen}"),
         }
     }
@@ -616,7 +634,7 @@ impl TokenCodec {
                     grid.tokens[pos as usize] = sample(tables.get(i), sharpen, rng) as u16;
                 }
             }
-            RegenMode::Iterative { passes } => {
+            RegenMode::Iterative { passes, sharpen } => {
                 let mut fixed: Vec<u32> = positions
                     .iter()
                     .copied()
@@ -639,12 +657,17 @@ impl TokenCodec {
                         self.prior
                             .partial_tables(grid, plan, s, &fixed, &remaining)?
                     };
-                    // Most confident first: largest top probability, then raster order.
-                    let mut order: Vec<(u32, usize)> = (0..remaining.len())
-                        .map(|i| {
-                            let tab = t.get(i);
-                            (tab[argmax(tab)], i)
+                    // A candidate per position (in stage raster order, so the generator is
+                    // consumed identically everywhere); most confident first: largest
+                    // probability of the candidate, then raster order.
+                    let cand: Vec<usize> = (0..remaining.len())
+                        .map(|i| match sharpen {
+                            0 => argmax(t.get(i)),
+                            k => sample(t.get(i), k, rng),
                         })
+                        .collect();
+                    let mut order: Vec<(u32, usize)> = (0..remaining.len())
+                        .map(|i| (t.get(i)[cand[i]], i))
                         .collect();
                     order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
                     let left = passes as usize - pass;
@@ -652,7 +675,7 @@ impl TokenCodec {
                     let mut done = vec![false; remaining.len()];
                     for &(_, i) in order.iter().take(take) {
                         let pos = remaining[i];
-                        grid.tokens[pos as usize] = argmax(t.get(i)) as u16;
+                        grid.tokens[pos as usize] = cand[i] as u16;
                         fixed.push(pos);
                         done[i] = true;
                     }

@@ -192,8 +192,9 @@ impl ObjectImpl for UigcDec {
                     .nick("Regeneration mode")
                     .blurb(
                         "How tokens the sender did not send are regenerated: argmax (the most \
-                         probable token, stage by stage, as in the UIGC paper), iterative[:N] \
-                         (N rounds per stage, most confident first) or sample[:S] (seeded from \
+                         probable token, stage by stage, as in the UIGC paper), iterative[:N[:S]] \
+                         (N rounds per stage, most confident first; S samples the candidates) \
+                         or sample[:S] (seeded from \
                          the packet, temperature 1/S). All are exact: any receiver shows the \
                          same frame",
                     )
