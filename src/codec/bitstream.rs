@@ -78,6 +78,16 @@ impl Header {
     }
 }
 
+/// Largest frame side a packet may carry: [`MAX_DIMENSION`], half of it for a dense packet (the
+/// decoder works at twice the size).
+pub fn max_frame_side(dense: bool) -> u32 {
+    if dense {
+        MAX_DIMENSION / 2
+    } else {
+        MAX_DIMENSION
+    }
+}
+
 /// The size of the picture a token grid describes for a `width` x `height` frame.
 pub fn coded_size(width: u32, height: u32, dense: bool) -> (u32, u32) {
     let f = if dense { 2 } else { 1 };
@@ -185,12 +195,7 @@ pub fn parse_packet(data: &[u8]) -> Result<Packet<'_>, PacketError> {
     let frame = r.varint("frame counter")?;
     let width = r.varint("width")?.saturating_add(1);
     let height = r.varint("height")?.saturating_add(1);
-    // The decoder works at the coded size (twice the frame for a dense packet): bound that.
-    let max = if flags & FLAG_DENSE != 0 {
-        MAX_DIMENSION / 2
-    } else {
-        MAX_DIMENSION
-    };
+    let max = max_frame_side(flags & FLAG_DENSE != 0);
     if width > max || height > max {
         return Err(PacketError::BadFrameSize { width, height, max });
     }

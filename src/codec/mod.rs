@@ -221,7 +221,7 @@ impl Model {
 
     /// Encodes one frame into one packet (the dense grid when `params.dense`).
     pub fn encode(&mut self, image: &RgbImage, params: FrameParams) -> Result<EncodedFrame> {
-        let half = bitstream::MAX_DIMENSION / 2;
+        let half = bitstream::max_frame_side(true);
         if params.dense && (image.width > half || image.height > half) {
             return Err(Error::InvalidArgument(format!(
                 "dense packets carry frames of at most {half} pixels per side, not {}x{}",
@@ -280,7 +280,7 @@ impl Model {
                 let room = params.max_bytes.is_some_and(|cap| {
                     cap as f64 >= DENSE_MIN_BUDGET_RATIO * normal.packet.bytes.len() as f64
                 });
-                let half = bitstream::MAX_DIMENSION / 2;
+                let half = bitstream::max_frame_side(true);
                 let fits = image.width <= half && image.height <= half;
                 if !room || !fits || !all_sent || params.stages.is_some_and(|s| s < stages) {
                     return Ok(normal);

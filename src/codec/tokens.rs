@@ -122,21 +122,17 @@ impl std::str::FromStr for RegenMode {
                  temperature 1/SHARPEN)"
             ))
         };
-        let (name, rest) = match s.split_once(':') {
-            Some((n, a)) => (n, Some(a)),
-            None => (s, None),
+        let mut parts = s.split(':');
+        let name = parts.next().unwrap_or_default();
+        let nums = parts
+            .map(|a| a.parse::<u8>().map_err(|_| bad()))
+            .collect::<Result<Vec<u8>>>()?;
+        let (arg, arg2) = match nums[..] {
+            [] => (None, None),
+            [a] => (Some(a), None),
+            [a, b] if name == "iterative" => (Some(a), Some(b)),
+            _ => return Err(bad()),
         };
-        let (arg, arg2) =
-            match rest.map(|r| r.split_once(':').map_or((r, None), |(a, b)| (a, Some(b)))) {
-                Some((a, b)) => (
-                    Some(a.parse::<u8>().map_err(|_| bad())?),
-                    b.map(|b| b.parse::<u8>().map_err(|_| bad())).transpose()?,
-                ),
-                None => (None, None),
-            };
-        if arg2.is_some() && name != "iterative" {
-            return Err(bad());
-        }
         match name {
             "argmax" if arg.is_none() => Ok(Self::Argmax),
             "iterative" => match (arg.unwrap_or(4), arg2.unwrap_or(0)) {
