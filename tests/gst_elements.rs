@@ -157,11 +157,12 @@ fn rgb_input_gives_the_same_packet_as_the_codec() {
     // RGB rows of 40 pixels are 120 bytes, already 4-aligned: the buffer is the tight image.
     let img = codec::RgbImage::new(40, 24, buf.map_readable().unwrap().to_vec()).unwrap();
     let mut model = common::load(&common::tiny_model_dir());
-    let direct = model
-        .encode(&img, codec::FrameParams::default())
-        .unwrap()
-        .packet
-        .bytes;
+    // The element's default colour mode is auto (a thumbnail with every token).
+    let params = codec::FrameParams {
+        colour: codec::Colour::Auto(codec::ColourParams::default()),
+        ..Default::default()
+    };
+    let direct = model.encode(&img, params).unwrap().packet.bytes;
     assert_eq!(packets[0], direct);
 }
 
@@ -540,4 +541,49 @@ fn several_models_encoder_picks_one_decoder_follows_the_packet() {
     let bad = encoder(&[("model", &format!("{},/nonexistent/bundle", tiny()))]);
     let err = start_error(&bad);
     assert!(err.contains("/nonexistent/bundle"), "{err}");
+}
+
+#[test]
+fn colour_property_reaches_the_packet_and_the_decoder_applies_it() {
+    init();
+    let e = encoder(&[]);
+    assert_eq!(e.property::<String>("colour"), "auto:32:4");
+    // An invalid value is refused (logged) and the previous one kept.
+    e.set_property("colour", "sometimes");
+    assert_eq!(e.property::<String>("colour"), "auto:32:4");
+    let (_h, auto) = encode(e, "I420", 96, 64, 1);
+    let (_h, off) = encode(encoder(&[("colour", "off")]), "I420", 96, 64, 1);
+    let (_h, quarter) = encode(encoder(&[("keep", "quarter")]), "I420", 96, 64, 1);
+    let (_h, forced) = encode(
+        encoder(&[("keep", "quarter"), ("colour", "on:16:2")]),
+        "I420",
+        96,
+        64,
+        1,
+    );
+    let mut model = common::load(&common::tiny_model_dir());
+    let header = |p: &[u8]| codec::bitstream::parse_packet(p).unwrap().header;
+    assert!(header(&auto[0]).colour.is_some(), "auto with every token");
+    assert!(header(&off[0]).colour.is_none());
+    assert!(header(&quarter[0]).colour.is_none(), "auto, tokens dropped");
+    let c = header(&forced[0]).colour.expect("on");
+    assert_eq!((c.block(), c.step), (16, 2));
+    assert!(auto[0].len() > off[0].len());
+    // The decoder element shows the corrected frame: the core's decode of the same packet.
+    let mut h = decoder_harness(&tiny());
+    h.push(packet_buffer(&auto[0], 0)).unwrap();
+    let buf = h.pull().unwrap();
+    assert_eq!(out_size(&h), (96, 64));
+    let expected = model.decode(&auto[0]).unwrap().image;
+    let map = buf.map_readable().unwrap();
+    let info =
+        gst_video::VideoInfo::from_caps(&h.sinkpad().unwrap().current_caps().unwrap()).unwrap();
+    let stride = info.stride()[0] as usize;
+    for y in 0..64usize {
+        assert_eq!(
+            &map[y * stride..y * stride + 96 * 3],
+            &expected.data[y * 96 * 3..(y + 1) * 96 * 3],
+            "row {y}"
+        );
+    }
 }

@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -58,10 +59,20 @@ def run(cmd: list[str]) -> str:
     return p.stdout
 
 
+COLOUR_PREFIX = re.compile(r"^colour(-auto)?(?:-(\d+)-(\d+))?:")
+
+
 def uigc_point(uigc: str, bundle: str, img: str, point: str, regen: str, tmp: str):
-    args = []
+    # colour[-auto][-BLOCK-STEP]:POINT - with the colour thumbnail (--colour on / auto); points
+    # without the prefix are sent without it (--colour off), so older records keep their meaning.
+    args = ["--colour", "off"]
+    m = COLOUR_PREFIX.match(point)
+    if m:
+        mode = "auto" if m.group(1) else "on"
+        args = ["--colour", mode + (f":{m.group(2)}:{m.group(3)}" if m.group(2) else "")]
+        point = point[m.end():]
     if point.startswith("dense:"):  # dense:POLICY - the 2x grid (--density dense)
-        args = ["--density", "dense"]
+        args += ["--density", "dense"]
         point = point.split(":", 1)[1]
     if point.startswith("max-bytes:"):
         args += ["--max-bytes", point.split(":", 1)[1]]

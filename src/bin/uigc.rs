@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 use gstuigc::codec::{
-    self, bitstream, default_model_dir, Density, ExecutionProvider, FrameParams, KeepPolicy, Model,
-    ModelSet, RegenMode, RgbImage, RuntimeOptions,
+    self, bitstream, default_model_dir, Colour, Density, ExecutionProvider, FrameParams,
+    KeepPolicy, Model, ModelSet, RegenMode, RgbImage, RuntimeOptions,
 };
 
 /// uigc: ultra-low-bitrate image coding with a VQ tokenizer and a multi-stage prior.
@@ -88,6 +88,12 @@ enum Command {
         /// --max-bytes leaves room for it)
         #[arg(long, value_name = "DENSITY", default_value = "auto")]
         density: String,
+        /// Colour thumbnail (the frame's block means in YCbCr, a few hundred bytes that fix the
+        /// decoded colours): off, on, or auto (only when every token is sent, and under
+        /// --max-bytes only when it still fits with every token); optionally :BLOCK:STEP
+        /// (block side 8..128 px, quantiser step 1..32), e.g. on:32:4
+        #[arg(long, value_name = "MODE", default_value = "auto")]
+        colour: String,
         /// Stream id written into the packet (identifies the sender)
         #[arg(long, default_value_t = 0)]
         stream_id: u32,
@@ -205,12 +211,14 @@ fn run(cli: Cli) -> Result<(), String> {
             extra,
             max_bytes,
             density,
+            colour,
             stream_id,
             frame,
             model,
         } => {
             let keep: KeepPolicy = keep.parse().map_err(|e: codec::Error| e.to_string())?;
             let density: Density = density.parse().map_err(|e: codec::Error| e.to_string())?;
+            let colour: Colour = colour.parse().map_err(|e: codec::Error| e.to_string())?;
             let image = read_image(&input)?;
             let mut models = load_models(&model)?;
             let stages = keep
@@ -222,6 +230,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 stages: Some(stages),
                 extra,
                 max_bytes,
+                colour,
                 ..Default::default()
             };
             let (chosen, enc) = models
@@ -231,7 +240,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let p = &enc.packet;
             println!(
                 "{} -> {}: {}x{}, {} bytes, {:.4} bpp ({} of {} {}tokens: {} stages + {} adaptive; \
-                 payload {} bits, ideal {:.0} bits){}; tokenizer {:.1} ms, prior+coding {:.1} ms",
+                 payload {} bits, ideal {:.0} bits{}){}; tokenizer {:.1} ms, prior+coding {:.1} ms",
                 input.display(),
                 output.display(),
                 image.width,
@@ -245,6 +254,16 @@ fn run(cli: Cli) -> Result<(), String> {
                 p.extra_tokens,
                 p.payload_bits,
                 p.ideal_bits,
+                match p.header.colour {
+                    Some(c) => format!(
+                        ", colour thumbnail {}x{} px blocks step {}: {:.0} bits",
+                        c.block(),
+                        c.block(),
+                        c.step,
+                        p.colour_bits
+                    ),
+                    None => String::new(),
+                },
                 if models.models().len() > 1 {
                     format!(" with model {}", models.models()[chosen].bundle().name)
                 } else {
@@ -357,6 +376,19 @@ fn run(cli: Cli) -> Result<(), String> {
                     "no"
                 }
             );
+            println!("dense:         {}", if h.dense() { "yes" } else { "no" });
+            match h.colour {
+                Some(c) => {
+                    let (r, k) = c.grid(h.width, h.height);
+                    println!(
+                        "colour:        thumbnail of {k}x{r} blocks of {}x{} px, step {}",
+                        c.block(),
+                        c.block(),
+                        c.step
+                    )
+                }
+                None => println!("colour:        no thumbnail"),
+            }
             println!("check value:   {:#06x}", h.check);
             println!(
                 "bytes:         {} (header {}, payload {})",

@@ -3,17 +3,19 @@
 //! ```text
 //! byte 0      magic 0x55 ('U')
 //! byte 1      version (high nibble, = 1) | flags (low nibble: bit 0 adaptive, bit 1 dense,
-//!             bits 2-3 reserved)
+//!             bit 2 colour thumbnail, bit 3 reserved)
 //! bytes 2..6  model id (4 bytes)
 //! varint      stream id (u32)
 //! varint      frame counter (u32)
 //! varint      width - 1, varint height - 1 (pixels, each 1..=MAX_DIMENSION)
 //! byte        number of coded stages (a prefix of the schedule, 0..=stages)
+//! byte        colour thumbnail parameters (only with flag bit 2, see [`super::colour`])
 //! 2 bytes     check value (little-endian), see [`check_value`]
 //! rest        range-coder payload
 //! ```
 //! Varints are LEB128 (7 bits per byte, low first, at most 5 bytes for a u32).
 
+use super::colour::ColourParams;
 use super::error::PacketError;
 
 /// First byte of every packet.
@@ -25,8 +27,11 @@ pub const FLAG_ADAPTIVE: u8 = 0x1;
 /// Flag: the token grid is that of the frame resampled to twice its width and height (four
 /// tokens per 16x16 output pixels); the decoder decodes at that size and halves it.
 pub const FLAG_DENSE: u8 = 0x2;
+/// Flag: the payload ends with a colour thumbnail (block means of the frame in YCbCr); its
+/// parameters follow the stage count in one header byte.
+pub const FLAG_COLOUR: u8 = 0x4;
 /// Flags this version defines.
-pub const KNOWN_FLAGS: u8 = FLAG_ADAPTIVE | FLAG_DENSE;
+pub const KNOWN_FLAGS: u8 = FLAG_ADAPTIVE | FLAG_DENSE | FLAG_COLOUR;
 
 /// Largest frame side in pixels the decoder accepts.
 pub const MAX_DIMENSION: u32 = 8192;
@@ -56,6 +61,8 @@ pub struct Header {
     pub height: u32,
     /// Number of schedule stages coded in the payload (a prefix of the schedule).
     pub stages: u8,
+    /// Colour thumbnail parameters (`Some` exactly when the flag `FLAG_COLOUR` is set).
+    pub colour: Option<ColourParams>,
     pub check: u16,
 }
 
@@ -154,6 +161,9 @@ pub fn write_header_prefix(h: &Header) -> Vec<u8> {
     put_varint(&mut out, h.width - 1);
     put_varint(&mut out, h.height - 1);
     out.push(h.stages);
+    if let Some(c) = h.colour {
+        out.push(c.to_byte());
+    }
     out
 }
 
@@ -200,6 +210,11 @@ pub fn parse_packet(data: &[u8]) -> Result<Packet<'_>, PacketError> {
         return Err(PacketError::BadFrameSize { width, height, max });
     }
     let stages = r.byte("stage count")?;
+    let colour = if flags & FLAG_COLOUR != 0 {
+        Some(ColourParams::from_byte(r.byte("colour parameters")?)?)
+    } else {
+        None
+    };
     let header_end = r.pos;
     let check = u16::from_le_bytes([r.byte("check value")?, r.byte("check value")?]);
     Ok(Packet {
@@ -212,6 +227,7 @@ pub fn parse_packet(data: &[u8]) -> Result<Packet<'_>, PacketError> {
             width,
             height,
             stages,
+            colour,
             check,
         },
         header_bytes: &data[..header_end],
@@ -244,6 +260,7 @@ mod tests {
             width: 768,
             height: 512,
             stages: 10,
+            colour: None,
             check: 0xbeef,
         }
     }
@@ -284,11 +301,6 @@ mod tests {
             Err(PacketError::UnsupportedVersion { found: 2, .. })
         ));
         let mut p = write_packet(&header(), &[1]);
-        p[1] = 0x15;
-        assert!(matches!(
-            parse_packet(&p),
-            Err(PacketError::ReservedFlags { flags: 5 })
-        ));
         p[1] = 0x18;
         assert!(matches!(
             parse_packet(&p),
@@ -336,6 +348,29 @@ mod tests {
         ));
         h.flags = 0;
         assert!(parse_packet(&write_packet(&h, &[1])).is_ok());
+    }
+
+    #[test]
+    fn colour_flag_carries_its_parameter_byte() {
+        let mut h = header();
+        h.flags = FLAG_COLOUR | FLAG_ADAPTIVE;
+        h.colour = Some(ColourParams::new(64, 5).unwrap());
+        let p = write_packet(&h, &[7]);
+        assert_eq!(p.len(), write_packet(&header(), &[7]).len() + 1);
+        let parsed = parse_packet(&p).unwrap();
+        assert_eq!(parsed.header, h);
+        assert_eq!(parsed.payload, &[7]);
+        // The parameter byte is covered by the check value (it is part of the header prefix).
+        assert_eq!(parsed.header_bytes, &write_header_prefix(&h)[..]);
+        // An undefined block size is refused; a missing byte is a truncation.
+        let at = write_header_prefix(&h).len() - 1;
+        let mut bad = p.clone();
+        bad[at] = 0x07;
+        assert!(matches!(parse_packet(&bad), Err(PacketError::BadColour(_))));
+        assert!(matches!(
+            parse_packet(&p[..at]),
+            Err(PacketError::Truncated { .. })
+        ));
     }
 
     #[test]

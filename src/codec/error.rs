@@ -42,6 +42,8 @@ pub enum PacketError {
     CheckMismatch { expected: u16, actual: u16 },
     #[error("payload of {len} bytes is larger than the {max} bytes a frame of this size can need")]
     PayloadTooLarge { len: usize, max: usize },
+    #[error("colour thumbnail: {0}")]
+    BadColour(String),
     #[error("entropy decoder failed: {0}")]
     Entropy(String),
 }

@@ -4,6 +4,7 @@
 
 pub mod bitstream;
 pub mod bundle;
+pub mod colour;
 pub mod entropy;
 pub mod error;
 pub mod frame;
@@ -20,12 +21,15 @@ use std::time::{Duration, Instant};
 
 pub use bitstream::{Header, ModelId};
 pub use bundle::Bundle;
+pub use colour::{ColourParams, ColourThumb};
 pub use error::{Error, PacketError, Result};
 pub use frame::RgbImage;
 pub use modelset::ModelSet;
 pub use prior::TokenGrid;
 pub use runtime::{ExecutionProvider, RuntimeOptions};
-pub use tokens::{DecodedTokens, EncodedPacket, FrameParams, KeepPolicy, RegenMode, TokenCodec};
+pub use tokens::{
+    Colour, DecodedTokens, EncodedPacket, FrameParams, KeepPolicy, RegenMode, TokenCodec,
+};
 
 /// Name of the model every command uses unless told otherwise.
 pub const DEFAULT_MODEL_NAME: &str = "uigc-small";
@@ -235,9 +239,42 @@ impl Model {
             self.tokenizer.encode(image)?
         };
         let t1 = Instant::now();
-        let packet = self
+        let full = self.codec.schedule().num_stages();
+        let thumb = match params.colour {
+            Colour::Off => None,
+            Colour::On(p) => Some(ColourThumb::from_image(image, p)),
+            // Auto: the thumbnail is the step of the ladder above every token.
+            Colour::Auto(p) if params.stages.is_none_or(|s| s == full) && params.extra == 0 => {
+                Some(ColourThumb::from_image(image, p))
+            }
+            Colour::Auto(_) => None,
+        };
+        let (w, h) = (image.width, image.height);
+        let with = self
             .codec
-            .encode(&tokens, image.width, image.height, params)?;
+            .encode_with_colour(&tokens, w, h, params, thumb.as_ref());
+        let packet = match (params.colour, with) {
+            // Auto under a byte budget: tokens come first, so the thumbnail stays only when it
+            // cost no token (one more prior pass when the budget is tight).
+            (Colour::Auto(_), with) if thumb.is_some() && params.max_bytes.is_some() => {
+                match with {
+                    Ok(p) if p.header.stages as usize == full && p.extra_tokens == 0 => p,
+                    Ok(p) => {
+                        let plain = self.codec.encode_with_colour(&tokens, w, h, params, None)?;
+                        if plain.coded_tokens > p.coded_tokens {
+                            plain
+                        } else {
+                            p
+                        }
+                    }
+                    Err(Error::BudgetTooSmall { .. }) => {
+                        self.codec.encode_with_colour(&tokens, w, h, params, None)?
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            (_, with) => with?,
+        };
         Ok(EncodedFrame {
             packet,
             tokens,
@@ -314,6 +351,9 @@ impl Model {
         let mut image = self.tokenizer.decode(&tokens.grid, w, h)?;
         if tokens.header.dense() {
             image = image.downsample2x();
+        }
+        if let Some(thumb) = &tokens.colour {
+            thumb.apply(&mut image);
         }
         Ok(DecodedFrame {
             image,

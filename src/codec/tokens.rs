@@ -4,8 +4,9 @@
 
 use super::bitstream::{
     check_value, coded_size, parse_packet, write_header_prefix, write_packet, Header, ModelId,
-    FLAG_ADAPTIVE, FLAG_DENSE, VERSION,
+    FLAG_ADAPTIVE, FLAG_COLOUR, FLAG_DENSE, VERSION,
 };
+use super::colour::{ColourParams, ColourThumb};
 use super::entropy::{TokenDecoder, TokenEncoder, TOTAL};
 use super::error::{Error, PacketError, Result};
 use super::prior::{Prior, ProbTables, TokenGrid};
@@ -30,6 +31,76 @@ pub struct FrameParams {
     /// The grid is the dense one (the frame resampled to twice its width and height, see
     /// [`super::Density`]); the packet says so and the decoder halves its output.
     pub dense: bool,
+    /// Whether the packet carries a colour thumbnail (see [`Colour`]).
+    pub colour: Colour,
+}
+
+/// Whether a packet carries a colour thumbnail ([`ColourThumb`]: the frame's block means in
+/// YCbCr, which the decoder uses to correct its picture's colours and local brightness).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Colour {
+    /// No thumbnail.
+    #[default]
+    Off,
+    /// Always a thumbnail (under a byte budget its bytes come out of the tokens' share).
+    On(ColourParams),
+    /// The step of the rate ladder above every token: a thumbnail when the packet would carry
+    /// every token anyway (all stages, no adaptive extras) and, under a byte budget, only when it
+    /// still does with the thumbnail. Tokens come first.
+    Auto(ColourParams),
+}
+
+impl Colour {
+    /// The thumbnail parameters, unless `Off`.
+    pub fn params(&self) -> Option<ColourParams> {
+        match *self {
+            Self::Off => None,
+            Self::On(p) | Self::Auto(p) => Some(p),
+        }
+    }
+}
+
+impl std::str::FromStr for Colour {
+    type Err = Error;
+    /// `off`, `on`, `auto`, optionally with `:BLOCK:STEP` (e.g. `on:32:4`).
+    fn from_str(s: &str) -> Result<Self> {
+        let mut parts = s.split(':');
+        let mode = parts.next().unwrap_or_default();
+        let rest: Vec<&str> = parts.collect();
+        let bad = |why: String| {
+            Error::InvalidArgument(format!(
+                "colour {s:?}: {why} (expected off, on or auto, optionally :BLOCK:STEP as in on:32:4)"
+            ))
+        };
+        let params = match rest.as_slice() {
+            [] => ColourParams::default(),
+            [block, step] => {
+                let num = |v: &str| {
+                    v.parse::<u32>()
+                        .map_err(|_| bad(format!("{v:?} is not a number")))
+                };
+                ColourParams::new(num(block)?, num(step)?).map_err(bad)?
+            }
+            _ => return Err(bad("wrong number of fields".into())),
+        };
+        match mode {
+            "off" if rest.is_empty() => Ok(Self::Off),
+            "on" => Ok(Self::On(params)),
+            "auto" => Ok(Self::Auto(params)),
+            _ => Err(bad(format!("unknown mode {mode:?}"))),
+        }
+    }
+}
+
+impl std::fmt::Display for Colour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (mode, p) = match *self {
+            Self::Off => return f.write_str("off"),
+            Self::On(p) => ("on", p),
+            Self::Auto(p) => ("auto", p),
+        };
+        write!(f, "{mode}:{}:{}", p.block(), p.step)
+    }
 }
 
 /// Which tokens the encoder sends: a named fraction (a stage prefix) or an explicit prefix.
@@ -177,6 +248,8 @@ pub struct EncodedPacket {
     pub extra_tokens: usize,
     /// Ideal bits of each coded stage (the adaptive stage: mask and extras), for reports.
     pub stage_bits: Vec<f64>,
+    /// Ideal bits of the colour thumbnail (0 without one).
+    pub colour_bits: f64,
 }
 
 /// A decoded grid.
@@ -188,6 +261,8 @@ pub struct DecodedTokens {
     pub coded: Vec<bool>,
     /// The regeneration mode used for the rest.
     pub regen: RegenMode,
+    /// The colour thumbnail, when the packet carries one.
+    pub colour: Option<ColourThumb>,
 }
 
 /// Codes token grids with one schedule and one prior, under one model id.
@@ -329,6 +404,9 @@ impl TokenCodec {
     /// the most it can within the cap: the longest stage prefix that fits, then as many adaptive
     /// tokens of the next stage as fit. A cap below the smallest packet is an error
     /// ([`Error::BudgetTooSmall`]); the packet never exceeds the cap.
+    ///
+    /// A colour thumbnail needs the frame itself: `params.colour` must be `Off` here (use
+    /// [`TokenCodec::encode_with_colour`] or `Model::encode`).
     pub fn encode(
         &mut self,
         grid: &TokenGrid,
@@ -336,6 +414,32 @@ impl TokenCodec {
         height: u32,
         params: FrameParams,
     ) -> Result<EncodedPacket> {
+        if params.colour != Colour::Off {
+            return Err(Error::InvalidArgument(
+                "a colour thumbnail needs the frame: use encode_with_colour".into(),
+            ));
+        }
+        self.encode_with_colour(grid, width, height, params, None)
+    }
+
+    /// [`TokenCodec::encode`] with an optional colour thumbnail of the frame, coded after the
+    /// tokens (its bytes count against `max_bytes`; `params.colour` is not consulted).
+    pub fn encode_with_colour(
+        &mut self,
+        grid: &TokenGrid,
+        width: u32,
+        height: u32,
+        params: FrameParams,
+        colour: Option<&ColourThumb>,
+    ) -> Result<EncodedPacket> {
+        if let Some(c) = colour {
+            if (c.rows, c.cols) != c.params.grid(width, height) {
+                return Err(Error::InvalidArgument(format!(
+                    "colour thumbnail of {}x{} blocks does not fit a {width}x{height} frame",
+                    c.cols, c.rows
+                )));
+            }
+        }
         let num_stages = self.schedule.num_stages();
         let max_stages = params.stages.unwrap_or(num_stages);
         if max_stages > num_stages {
@@ -379,7 +483,9 @@ impl TokenCodec {
             c.into_iter().map(|(_, pos)| pos).collect()
         };
         let build = |p: usize, extras: &[u32]| {
-            self.build_packet(grid, width, height, &plan, &tables, params, p, extras)
+            self.build_packet(
+                grid, width, height, &plan, &tables, params, p, extras, colour,
+            )
         };
         let Some(cap) = params.max_bytes else {
             if params.extra == 0 {
@@ -430,18 +536,21 @@ impl TokenCodec {
         params: FrameParams,
         prefix: usize,
         extras: &[u32],
+        colour: Option<&ColourThumb>,
     ) -> EncodedPacket {
         let adaptive = !extras.is_empty();
         let mut header = Header {
             version: VERSION,
             flags: if adaptive { FLAG_ADAPTIVE } else { 0 }
-                | if params.dense { FLAG_DENSE } else { 0 },
+                | if params.dense { FLAG_DENSE } else { 0 }
+                | if colour.is_some() { FLAG_COLOUR } else { 0 },
             model_id: self.model_id,
             stream_id: params.stream_id,
             frame: params.frame,
             width,
             height,
             stages: prefix as u8,
+            colour: colour.map(|c| c.params),
             check: 0,
         };
         let mut enc = TokenEncoder::new();
@@ -481,13 +590,15 @@ impl TokenCodec {
             }
             stage_bits.push(enc.ideal_bits() - before);
         }
+        let coded_tokens = coded.len();
+        let before = enc.ideal_bits();
+        if let Some(c) = colour {
+            c.encode(&mut enc)
+                .expect("thumbnail values within their ranges");
+            coded.extend(c.values().map(|v| v as i16 as u16));
+        }
+        let colour_bits = enc.ideal_bits() - before;
         let ideal_bits = enc.ideal_bits();
-        let coded_tokens = enc.symbols()
-            - if adaptive {
-                plan.stages[prefix].len()
-            } else {
-                0
-            };
         let payload = enc.finish();
         let prefix_bytes = write_header_prefix(&header);
         header.check = check_value(&prefix_bytes, coded.iter().copied());
@@ -499,6 +610,7 @@ impl TokenCodec {
             coded_tokens,
             extra_tokens: extras.len(),
             stage_bits,
+            colour_bits,
         }
     }
 
@@ -532,7 +644,11 @@ impl TokenCodec {
         } else {
             0
         };
-        let max_payload = (plan.tokens_in_first(prefix) + adaptive_count) * 3 + 4;
+        let colour_count = header.colour.map_or(0, |c| {
+            let (r, k) = c.grid(header.width, header.height);
+            3 * r * k * ColourThumb::MAX_SYMBOLS_PER_VALUE
+        });
+        let max_payload = (plan.tokens_in_first(prefix) + adaptive_count + colour_count) * 3 + 4;
         if packet.payload.len() > max_payload {
             return Err(PacketError::PayloadTooLarge {
                 len: packet.payload.len(),
@@ -582,6 +698,14 @@ impl TokenCodec {
             }
             self.regenerate(&mut grid, &coded, &plan, s, &tables, &mut rng)?;
         }
+        let colour = match header.colour {
+            Some(params) => {
+                let thumb = ColourThumb::decode(&mut dec, params, header.width, header.height)?;
+                coded_tokens.extend(thumb.values().map(|v| v as i16 as u16));
+                Some(thumb)
+            }
+            None => None,
+        };
         let actual = check_value(packet.header_bytes, coded_tokens.into_iter());
         if actual != header.check {
             return Err(PacketError::CheckMismatch {
@@ -595,6 +719,7 @@ impl TokenCodec {
             grid,
             coded,
             regen: self.regen,
+            colour,
         })
     }
 

@@ -27,6 +27,7 @@ const DEFAULT_STREAM_ID: u32 = 0;
 const DEFAULT_KEEP: Keep = Keep::All;
 const DEFAULT_DENSITY: Density = Density::Auto;
 const DEFAULT_REGEN: &str = "argmax";
+const DEFAULT_COLOUR: &str = "auto";
 const DEFAULT_TARGET_BITRATE: u32 = 0;
 const DEFAULT_MAX_FRAME_BYTES: u32 = 0;
 /// Frame rate assumed by `target-bitrate` when neither the caps nor the buffers give one.
@@ -42,6 +43,7 @@ struct Settings {
     stream_id: u32,
     keep: Keep,
     density: Density,
+    colour: codec::Colour,
     regen: String,
     target_bitrate: u32,
     max_frame_bytes: u32,
@@ -56,6 +58,7 @@ impl Default for Settings {
             stream_id: DEFAULT_STREAM_ID,
             keep: DEFAULT_KEEP,
             density: DEFAULT_DENSITY,
+            colour: DEFAULT_COLOUR.parse().expect("valid default"),
             regen: DEFAULT_REGEN.into(),
             target_bitrate: DEFAULT_TARGET_BITRATE,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
@@ -257,6 +260,17 @@ impl ObjectImpl for UigcEnc {
                     )
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecString::builder("colour")
+                    .nick("Colour thumbnail")
+                    .blurb(
+                        "Send the frame's block means in YCbCr (a few hundred bytes) so the \
+                         receiver corrects its colours: off, on, or auto (only when every token \
+                         is sent and, under a budget, still fits with them); optionally \
+                         :BLOCK:STEP, e.g. on:32:4",
+                    )
+                    .default_value(Some(DEFAULT_COLOUR))
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecString::builder("regen")
                     .nick("Regeneration hint")
                     .blurb(
@@ -350,6 +364,10 @@ impl ObjectImpl for UigcEnc {
             "stream-id" => settings.stream_id = value.get().expect("type checked upstream"),
             "keep" => settings.keep = value.get().expect("type checked upstream"),
             "density" => settings.density = value.get().expect("type checked upstream"),
+            "colour" => match string_or(value, DEFAULT_COLOUR).parse() {
+                Ok(c) => settings.colour = c,
+                Err(e) => gst::error!(CAT, imp = self, "{e}; keeping {}", settings.colour),
+            },
             "regen" => settings.regen = string_or(value, DEFAULT_REGEN),
             "target-bitrate" => {
                 settings.target_bitrate = value.get().expect("type checked upstream")
@@ -372,6 +390,7 @@ impl ObjectImpl for UigcEnc {
             "stream-id" => settings.stream_id.to_value(),
             "keep" => settings.keep.to_value(),
             "density" => settings.density.to_value(),
+            "colour" => settings.colour.to_string().to_value(),
             "regen" => settings.regen.to_value(),
             "target-bitrate" => settings.target_bitrate.to_value(),
             "max-frame-bytes" => settings.max_frame_bytes.to_value(),
@@ -568,6 +587,7 @@ impl VideoEncoderImpl for UigcEnc {
             frame: state.frame,
             stages: Some(max_stages),
             max_bytes: budget,
+            colour: settings.colour,
             ..Default::default()
         };
         // Rate control lives in the core: the density, the longest stage prefix, then as many
