@@ -43,7 +43,7 @@ def cli_roundtrip(bundle: str, rgb, work_dir: str) -> dict:
         assert r.returncode == 0, f"uigc {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
         return r.stdout
 
-    run("encode", src, "-o", pkt, "--model", bundle, "--threads", "1")
+    run("encode", src, "-o", pkt, "--model", bundle, "--threads", "1", "--colour", "off")
     run("decode", pkt, "-o", out, "--model", bundle, "--threads", "1")
     name, dims, values = run("tokens", pkt, "--model", bundle, "--threads", "1").split()
     rows, cols = (int(v) for v in dims.split("x"))

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from .common import (CACHE_ROOT, RUNS_ROOT, Deadline, atomic_torch_save, pick_device, run_dir, save_json,
                      seed_all, set_threads, setup_logging, write_config)
+from . import colour
 from .data import CACHE_FILE, CropSampler, load_cache, to_tensor_m11
 from .lpips import LPIPS
 from .model import PatchDiscriminator, Tokenizer, count_params
@@ -71,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--w-lowpass", type=float, default=1.0, help="L1 on 8x average-pooled images (colour)")
     ap.add_argument("--w-chroma", type=float, default=0.0,
                     help="L1 on 4x average-pooled chroma (Cb, Cr) - against hue shifts in saturated regions")
+    ap.add_argument("--colour-loop", default=None, metavar="BLOCK:STEP",
+                    help="train with the decoder's colour-thumbnail correction in the loop (colour.py) "
+                         "on a share of each batch (--colour-loop-frac), e.g. 32:4")
+    ap.add_argument("--colour-loop-frac", type=float, default=0.5,
+                    help="share of each batch whose losses see the corrected output (the rest: raw "
+                         "output, so packets without a thumbnail keep their colours)")
     ap.add_argument("--beta", type=float, default=0.25, help="commitment weight")
     ap.add_argument("--gan", action="store_true", help="enable the PatchGAN in the late part of training")
     ap.add_argument("--gan-start", type=float, default=0.75, help="schedule fraction where the GAN starts")
@@ -200,6 +207,9 @@ def main(argv=None) -> int:
         disc = PatchDiscriminator().to(device)
         d_opt = torch.optim.Adam(disc.parameters(), lr=args.d_lr, betas=(0.5, 0.9))
     lp = LPIPS("alex").to(device)
+    colour_loop = colour.parse(args.colour_loop) if args.colour_loop else None
+    if colour_loop is not None and args.crop % colour_loop[0]:
+        log.warning(f"--crop {args.crop} is not a multiple of the colour block {colour_loop[0]}")
 
     step, train_seconds = 0, 0.0
     tracker = UsageTracker(args.k)
@@ -291,6 +301,10 @@ def main(argv=None) -> int:
 
         x = to_tensor_m11(sampler.batch(args.batch)).to(device)
         y, z, idx, commit = model(x, quantize=quantize)
+        if colour_loop is not None:
+            # The receiver's view: a share of the batch corrected with the thumbnail.
+            n_c = int(round(args.colour_loop_frac * y.shape[0]))
+            y = torch.cat([colour.correct(y[:n_c], x[:n_c], *colour_loop), y[n_c:]], 0)
         l1 = (y - x).abs().mean()
         mse = F.mse_loss(y, x)
         lpips_v = lp(y, x).mean()
