@@ -587,3 +587,22 @@ fn colour_property_reaches_the_packet_and_the_decoder_applies_it() {
         );
     }
 }
+
+#[test]
+fn max_pixels_drops_larger_frames_and_goes_on() {
+    init();
+    let (_h, small) = encode(encoder(&[]), "RGB", 32, 32, 1);
+    let (_h, large) = encode(encoder(&[]), "RGB", 96, 64, 1);
+    let dec = decoder(&tiny());
+    assert_eq!(dec.property::<u64>("max-pixels"), codec::DEFAULT_MAX_PIXELS);
+    dec.set_property("max-pixels", 32u64 * 32);
+    let mut h = Harness::with_element(&dec, Some("sink"), Some("src"));
+    h.set_src_caps_str("video/x-uigc");
+    h.push(packet_buffer(&large[0], 0)).unwrap();
+    h.push(packet_buffer(&small[0], 1)).unwrap();
+    let _ = h.pull().unwrap();
+    assert_eq!(out_size(&h), (32, 32));
+    let e = h.element().unwrap();
+    assert_eq!(u64_prop(&e, "frames-dropped"), 1);
+    assert_eq!(u64_prop(&e, "frames-decoded"), 1);
+}

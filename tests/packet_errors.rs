@@ -154,3 +154,44 @@ fn header_fields_are_bounded() {
         PacketError::BadFrameSize { .. }
     ));
 }
+
+/// A packet may claim up to 8192x8192 pixels; the decoder refuses frames above its max-pixels
+/// (default 3840x2160) before running the prior or the tokenizer, counting a dense packet at
+/// twice each side.
+#[test]
+fn frames_above_max_pixels_are_refused_before_any_work() {
+    use gstuigc::codec::bitstream::{parse_packet, write_packet, FLAG_DENSE, MAX_DIMENSION};
+    use gstuigc::codec::DEFAULT_MAX_PIXELS;
+    let mut c = codec(&tiny_model_dir());
+    assert_eq!(c.max_pixels(), DEFAULT_MAX_PIXELS);
+    let p = sample_packet(&mut c);
+    let parsed = parse_packet(&p).unwrap();
+    let with = |w: u32, h: u32, flags: u8| {
+        let mut hd = parsed.header.clone();
+        (hd.width, hd.height, hd.flags) = (w, h, flags);
+        write_packet(&hd, parsed.payload)
+    };
+    let too_large = |e: PacketError| matches!(e, PacketError::FrameTooLarge { .. });
+    let t0 = std::time::Instant::now();
+    assert!(too_large(packet_err(c.decode(&with(
+        MAX_DIMENSION,
+        MAX_DIMENSION,
+        0
+    )))));
+    assert!(too_large(packet_err(c.decode(&with(3841, 2160, 0)))));
+    assert!(too_large(packet_err(
+        c.decode(&with(1921, 1080, FLAG_DENSE))
+    )));
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(1),
+        "refused without work"
+    );
+    // At the limit the packet is decoded (and found corrupt: its payload is another frame's).
+    assert!(!too_large(packet_err(
+        c.decode(&with(1920, 1080, FLAG_DENSE))
+    )));
+    c.set_max_pixels(1000);
+    assert!(too_large(packet_err(c.decode(&p))));
+    c.set_max_pixels(190 * 120);
+    assert!(c.decode(&p).is_ok());
+}

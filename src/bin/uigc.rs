@@ -116,6 +116,10 @@ enum Command {
         /// (seeded from the packet, temperature 1/SHARPEN)
         #[arg(long, value_name = "MODE", default_value = "argmax")]
         regen: String,
+        /// Largest frame to decode, in pixels (width x height; twice each side for a dense
+        /// packet): larger packets are refused before any work [default: 3840x2160]
+        #[arg(long, value_name = "PIXELS")]
+        max_pixels: Option<u64>,
         #[command(flatten)]
         model: ModelArgs,
     },
@@ -277,6 +281,7 @@ fn run(cli: Cli) -> Result<(), String> {
             input,
             output,
             regen,
+            max_pixels,
             model,
         } => {
             let regen: RegenMode = regen.parse().map_err(|e: codec::Error| e.to_string())?;
@@ -284,6 +289,8 @@ fn run(cli: Cli) -> Result<(), String> {
             let mut models = load_models(&model)?;
             for m in models.models_mut() {
                 m.token_codec().set_regen(regen);
+                m.token_codec()
+                    .set_max_pixels(max_pixels.unwrap_or(codec::DEFAULT_MAX_PIXELS));
             }
             let dec = models
                 .decode(&bytes)

@@ -42,6 +42,15 @@ pub enum PacketError {
     CheckMismatch { expected: u16, actual: u16 },
     #[error("payload of {len} bytes is larger than the {max} bytes a frame of this size can need")]
     PayloadTooLarge { len: usize, max: usize },
+    #[error(
+        "frame of {width}x{height} pixels (as decoded) is above this decoder's limit of \
+         {max_pixels} pixels (raise max-pixels to accept it)"
+    )]
+    FrameTooLarge {
+        width: u32,
+        height: u32,
+        max_pixels: u64,
+    },
     #[error("colour thumbnail: {0}")]
     BadColour(String),
     #[error("entropy decoder failed: {0}")]

@@ -29,6 +29,7 @@ pub use prior::TokenGrid;
 pub use runtime::{ExecutionProvider, RuntimeOptions};
 pub use tokens::{
     Colour, DecodedTokens, EncodedPacket, FrameParams, KeepPolicy, RegenMode, TokenCodec,
+    DEFAULT_MAX_PIXELS,
 };
 
 /// Name of the model every command uses unless told otherwise.

@@ -265,12 +265,20 @@ pub struct DecodedTokens {
     pub colour: Option<ColourThumb>,
 }
 
+/// Largest frame (width x height pixels, of the picture the tokens describe: twice each side for
+/// a dense packet) a decoder accepts unless told otherwise: 3840 x 2160. The packet format allows
+/// 8192 x 8192, whose tokenizer decoder pass needs tens of GB; a receiver that expects larger
+/// frames raises it ([`TokenCodec::set_max_pixels`], `uigc decode --max-pixels`, `uigcdec
+/// max-pixels`).
+pub const DEFAULT_MAX_PIXELS: u64 = 3840 * 2160;
+
 /// Codes token grids with one schedule and one prior, under one model id.
 pub struct TokenCodec {
     model_id: ModelId,
     schedule: Schedule,
     prior: Box<dyn Prior>,
     regen: RegenMode,
+    max_pixels: u64,
 }
 
 /// Adaptive-mask context model: an integer Krichevsky-Trofimov estimator per context
@@ -350,7 +358,18 @@ impl TokenCodec {
             schedule,
             prior,
             regen: RegenMode::default(),
+            max_pixels: DEFAULT_MAX_PIXELS,
         }
+    }
+
+    /// The largest picture (pixels of the coded size) [`TokenCodec::decode`] accepts; larger
+    /// packets are refused with [`PacketError::FrameTooLarge`] before any work is done.
+    pub fn set_max_pixels(&mut self, max_pixels: u64) {
+        self.max_pixels = max_pixels;
+    }
+
+    pub fn max_pixels(&self) -> u64 {
+        self.max_pixels
     }
 
     pub fn model_id(&self) -> ModelId {
@@ -623,6 +642,15 @@ impl TokenCodec {
             return Err(PacketError::ModelMismatch {
                 packet_model: header.model_id.to_string(),
                 decoder_model: self.model_id.to_string(),
+            }
+            .into());
+        }
+        let (cw, ch) = header.coded_size();
+        if cw as u64 * ch as u64 > self.max_pixels {
+            return Err(PacketError::FrameTooLarge {
+                width: cw,
+                height: ch,
+                max_pixels: self.max_pixels,
             }
             .into());
         }

@@ -25,6 +25,7 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 });
 
 const DEFAULT_REGEN: &str = "argmax";
+const DEFAULT_MAX_PIXELS: u64 = codec::DEFAULT_MAX_PIXELS;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -32,6 +33,7 @@ struct Settings {
     ep: ExecutionProvider,
     threads: u32,
     regen: String,
+    max_pixels: u64,
 }
 
 impl Default for Settings {
@@ -41,6 +43,7 @@ impl Default for Settings {
             ep: DEFAULT_EP,
             threads: DEFAULT_THREADS,
             regen: DEFAULT_REGEN.into(),
+            max_pixels: DEFAULT_MAX_PIXELS,
         }
     }
 }
@@ -201,6 +204,17 @@ impl ObjectImpl for UigcDec {
                     .default_value(Some(DEFAULT_REGEN))
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt64::builder("max-pixels")
+                    .nick("Max pixels")
+                    .blurb(
+                        "Largest frame to decode (width x height; twice each side for a dense \
+                         packet): larger packets are dropped as corrupt before any work, so a \
+                         hostile packet cannot claim gigabytes",
+                    )
+                    .minimum(1)
+                    .default_value(DEFAULT_MAX_PIXELS)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecUInt64::builder("frames-decoded")
                     .nick("Frames decoded")
                     .blurb("Packets decoded into frames since the element started")
@@ -241,6 +255,7 @@ impl ObjectImpl for UigcDec {
             "ep" => settings.ep = value.get().expect("type checked upstream"),
             "threads" => settings.threads = value.get().expect("type checked upstream"),
             "regen" => settings.regen = string_or(value, DEFAULT_REGEN),
+            "max-pixels" => settings.max_pixels = value.get().expect("type checked upstream"),
             other => unreachable!("unknown property {other}"),
         }
         gst::debug!(CAT, imp = self, "Set {} = {:?}", pspec.name(), value);
@@ -254,6 +269,7 @@ impl ObjectImpl for UigcDec {
             "ep" => settings.ep.to_value(),
             "threads" => settings.threads.to_value(),
             "regen" => settings.regen.to_value(),
+            "max-pixels" => settings.max_pixels.to_value(),
             "frames-decoded" => stats.decoded.to_value(),
             "frames-dropped" => stats.dropped.to_value(),
             "frames-lost" => stats.lost.to_value(),
@@ -317,6 +333,7 @@ impl VideoDecoderImpl for UigcDec {
             crate::uigcenc::load_models(&settings.model, settings.ep, settings.threads)?;
         for m in model.models_mut() {
             m.token_codec().set_regen(regen);
+            m.token_codec().set_max_pixels(settings.max_pixels);
         }
         gst::info!(CAT, imp = self, "Loaded {model_desc}");
         *lock(&self.stats) = Stats::default();
