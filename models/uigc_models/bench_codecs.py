@@ -49,7 +49,19 @@ class Metrics:
         with torch.no_grad():
             lp = float(self.lp(a / 127.5 - 1, b / 127.5 - 1)[0])
             ms = float(self.ms_ssim(a, b, data_range=255.0))
-        return {"psnr": psnr(ref, rec), "ms_ssim": ms, "lpips_alex": lp}
+        return {"psnr": psnr(ref, rec), "ms_ssim": ms, "lpips_alex": lp, "chroma_err": chroma_error(ref, rec)}
+
+
+def chroma_error(ref: np.ndarray, rec: np.ndarray, block: int = 16) -> float:
+    """Colour error: mean absolute difference of the Cb and Cr means of 16x16 blocks (BT.601, 8-bit
+    levels), whole blocks only. Hue and saturation of areas, blind to texture."""
+    h, w = (ref.shape[0] // block) * block, (ref.shape[1] // block) * block
+    m = np.array([[-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+
+    def means(a):
+        c = a[:h, :w].astype(np.float64) @ m.T
+        return c.reshape(h // block, block, w // block, block, 2).mean((1, 3))
+    return float(np.abs(means(ref) - means(rec)).mean())
 
 
 def run(cmd: list[str]) -> str:
@@ -146,13 +158,15 @@ def report(records: list, out: str) -> None:
     for r in records:
         key = f"{r['codec']} {r['setting']}"
         summary.setdefault(key, []).append(r)
-    table = {k: {m: float(np.mean([r[m] for r in v])) for m in ("bpp", "bytes", "psnr", "ms_ssim", "lpips_alex")}
+    table = {k: {m: float(np.mean([r[m] for r in v]))
+                 for m in ("bpp", "bytes", "psnr", "ms_ssim", "lpips_alex", "chroma_err") if all(m in r for r in v)}
              | {"images": len(v)} for k, v in summary.items()}
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(table, f, indent=1)
     for k, v in sorted(table.items(), key=lambda kv: kv[1]["bpp"]):
         print(f"{k:<48} bpp {v['bpp']:.4f}  PSNR {v['psnr']:.2f}  MS-SSIM {v['ms_ssim']:.4f}  "
-              f"LPIPS-alex {v['lpips_alex']:.4f}  ({v['images']} images)")
+              f"LPIPS-alex {v['lpips_alex']:.4f}  "
+              + (f"chroma err {v['chroma_err']:.2f}  " if "chroma_err" in v else "") + f"({v['images']} images)")
     try:
         import matplotlib
         matplotlib.use("Agg")
