@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use gstuigc::codec::{Model, RgbImage, RuntimeOptions};
+use gstuigc::codec::{Error, Model, RgbImage, RuntimeOptions, TokenCodec};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -66,4 +66,31 @@ pub fn synthetic(width: u32, height: u32, seed: u32) -> RgbImage {
         }
     }
     RgbImage::new(width, height, data).unwrap()
+}
+
+/// Flips every bit of `packet` in turn: each flip is a packet error, except in the slack bits of
+/// the coder's final word, where the flipped packet still identifies the same interval and decodes
+/// to the very same frame (tokens, colour thumbnail, header). Fewer than 16 such flips.
+pub fn assert_every_bit_flip_is_detected(c: &mut TokenCodec, packet: &[u8]) {
+    let original = c.decode(packet).unwrap();
+    let mut harmless = 0;
+    for bit in 0..packet.len() * 8 {
+        let mut q = packet.to_vec();
+        q[bit / 8] ^= 1 << (bit % 8);
+        match c.decode(&q) {
+            Err(Error::Packet(_)) => {}
+            Err(other) => panic!("bit {bit}: not a packet error: {other}"),
+            Ok(d) => {
+                assert_eq!(d.grid, original.grid, "bit {bit}: wrong frame shown");
+                assert_eq!(d.colour, original.colour, "bit {bit}: wrong colours shown");
+                assert_eq!(d.header, original.header, "bit {bit}: wrong header");
+                assert!(
+                    bit >= (packet.len() - 4) * 8,
+                    "bit {bit} is not in the final word"
+                );
+                harmless += 1;
+            }
+        }
+    }
+    assert!(harmless < 16, "{harmless} flips went unnoticed");
 }
