@@ -551,9 +551,9 @@ fn colour_property_reaches_the_packet_and_the_decoder_applies_it() {
     // An invalid value is refused (logged) and the previous one kept.
     e.set_property("colour", "sometimes");
     assert_eq!(e.property::<String>("colour"), "auto:32:4");
-    let (_h, auto) = encode(e, "I420", 96, 64, 1);
+    let (ha, auto) = encode(e, "I420", 96, 64, 1);
     let (_h, off) = encode(encoder(&[("colour", "off")]), "I420", 96, 64, 1);
-    let (_h, quarter) = encode(encoder(&[("keep", "quarter")]), "I420", 96, 64, 1);
+    let (hq, quarter) = encode(encoder(&[("keep", "quarter")]), "I420", 96, 64, 1);
     let (_h, forced) = encode(
         encoder(&[("keep", "quarter"), ("colour", "on:16:2")]),
         "I420",
@@ -569,6 +569,9 @@ fn colour_property_reaches_the_packet_and_the_decoder_applies_it() {
     let c = header(&forced[0]).colour.expect("on");
     assert_eq!((c.block(), c.step), (16, 2));
     assert!(auto[0].len() > off[0].len());
+    let policy = |h: &Harness| h.element().unwrap().property::<String>("last-frame-policy");
+    assert_eq!(policy(&ha), "keep all: 10/10 stages + colour");
+    assert_eq!(policy(&hq), "keep quarter: 7/10 stages");
     // The decoder element shows the corrected frame: the core's decode of the same packet.
     let mut h = decoder_harness(&tiny());
     h.push(packet_buffer(&auto[0], 0)).unwrap();

@@ -644,15 +644,16 @@ impl VideoEncoderImpl for UigcEnc {
             stats.last_bpp = bytes as f64 * 8.0 / (h.width as f64 * h.height as f64);
             stats.last_stages = h.stages as u32;
             let dense = if h.dense() { " dense" } else { "" };
+            let colour = if h.colour.is_some() { " + colour" } else { "" };
             stats.last_policy = match budget {
                 Some(b) if (h.stages as usize) < max_stages || h.dense() => {
                     format!(
-                        "budget {b} B: {}/{num_stages}{dense} stages{which}",
+                        "budget {b} B: {}/{num_stages}{dense} stages{colour}{which}",
                         h.stages
                     )
                 }
                 _ => format!(
-                    "keep {}: {}/{num_stages} stages{which}",
+                    "keep {}: {}/{num_stages} stages{colour}{which}",
                     format!("{:?}", settings.keep).to_lowercase(),
                     h.stages
                 ),
