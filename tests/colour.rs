@@ -201,3 +201,47 @@ fn thumbnail_corrects_the_colours_of_a_real_photo() {
         on.packet.bytes.len()
     );
 }
+
+/// Auto density with the colour thumbnail: a dense packet is only chosen with the thumbnail
+/// when the normal packet has one (a dense packet without it is worse than a normal one with it).
+#[test]
+fn auto_density_keeps_the_thumbnail() {
+    use gstuigc::codec::Density;
+    let mut model = load(&tiny_model_dir());
+    let img = synthetic(128, 96, 2);
+    let auto = Colour::Auto(ColourParams::default());
+    let params = |colour, max_bytes| FrameParams {
+        colour,
+        max_bytes,
+        ..Default::default()
+    };
+    let normal = model.encode(&img, params(auto, None)).unwrap();
+    assert!(normal.packet.header.colour.is_some());
+    let dense = |m: &mut gstuigc::codec::Model, colour| {
+        m.encode_auto(&img, params(colour, None), Density::Dense)
+            .unwrap()
+            .packet
+            .bytes
+            .len()
+    };
+    let (d_plain, d_colour) = (dense(&mut model, Colour::Off), dense(&mut model, auto));
+    assert!(d_colour > d_plain);
+    let mut dense_seen = false;
+    for cap in (d_plain.saturating_sub(40)..d_colour + 40).step_by(8) {
+        let enc = model
+            .encode_auto(&img, params(auto, Some(cap)), Density::Auto)
+            .unwrap();
+        assert!(enc.packet.bytes.len() <= cap);
+        if enc.packet.header.dense() {
+            assert!(
+                enc.packet.header.colour.is_some(),
+                "cap {cap}: dense without thumbnail"
+            );
+            dense_seen = true;
+        }
+    }
+    assert!(
+        dense_seen,
+        "a budget above the dense packet with thumbnail goes dense"
+    );
+}

@@ -290,7 +290,8 @@ impl Model {
     /// is ignored). `Auto` is normal, except under a byte budget (`params.max_bytes`) of at least
     /// [`DENSE_MIN_BUDGET_RATIO`] times the all-tokens normal packet: then the dense grid is tried
     /// under the same budget and kept when its rate control keeps at least [`DENSE_MIN_STAGES`]
-    /// stages (and `params.stages` allows all).
+    /// stages (and `params.stages` allows all) and, when the normal packet carries a colour
+    /// thumbnail, the dense one carries it too.
     pub fn encode_auto(
         &mut self,
         image: &RgbImage,
@@ -323,10 +324,18 @@ impl Model {
                 if !room || !fits || !all_sent || params.stages.is_some_and(|s| s < stages) {
                     return Ok(normal);
                 }
+                // A dense packet without the thumbnail is worse than a normal one with it
+                // (Kodak: LPIPS 0.401 at 0.065 bpp vs 0.385 at 0.026 bpp), so when the normal
+                // packet carries one the dense packet must too.
+                let colour = match (normal.packet.header.colour, params.colour) {
+                    (Some(_), Colour::Auto(p)) => Colour::On(p),
+                    (_, c) => c,
+                };
                 match self.encode(
                     image,
                     FrameParams {
                         dense: true,
+                        colour,
                         ..params
                     },
                 ) {
