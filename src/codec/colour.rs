@@ -14,7 +14,7 @@
 //! bit-exact across machines. Only the correction of the pixels is floating point, like the
 //! tokenizer decoder itself. See docs/bitstream.md ("Colour thumbnail").
 
-use super::entropy::{TokenDecoder, TokenEncoder, TOTAL};
+use super::entropy::{kt_table, TokenDecoder, TokenEncoder, TOTAL};
 use super::error::PacketError;
 use super::frame::RgbImage;
 
@@ -337,10 +337,7 @@ struct Bit {
 
 impl Bit {
     fn table(&self) -> [u32; 2] {
-        let [n0, n1] = self.n;
-        let p1 = ((2 * n1 as u64 + 1) * TOTAL as u64) / (2 * (n0 as u64 + n1 as u64) + 2);
-        let p1 = p1.clamp(1, TOTAL as u64 - 1) as u32;
-        [TOTAL - p1, p1]
+        kt_table(self.n[0], self.n[1])
     }
 
     fn update(&mut self, bit: usize) {

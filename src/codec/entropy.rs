@@ -57,6 +57,15 @@ pub fn quantize_weights(weights: &[u32], out: &mut Vec<u32>) {
     out[best] += rest;
 }
 
+/// The table of an integer Krichevsky-Trofimov estimate of a binary symbol after `n0` zeros and
+/// `n1` ones: `p1 = floor((2 n1 + 1) 2^24 / (2 (n0 + n1) + 2))`, clamped to `1..2^24-1` (exact).
+/// The adaptive models of the packet format (the adaptive-token mask, the colour thumbnail) use it.
+pub fn kt_table(n0: u32, n1: u32) -> [u32; 2] {
+    let p1 = ((2 * n1 as u64 + 1) * TOTAL as u64) / (2 * (n0 as u64 + n1 as u64) + 2);
+    let p1 = p1.clamp(1, TOTAL as u64 - 1) as u32;
+    [TOTAL - p1, p1]
+}
+
 /// Ideal code length in bits of `symbol` under a fixed-point table (a statistic only).
 pub fn ideal_bits(table: &[u32], symbol: usize) -> f64 {
     PRECISION as f64 - (table[symbol] as f64).log2()

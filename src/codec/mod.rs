@@ -254,27 +254,24 @@ impl Model {
         let with = self
             .codec
             .encode_with_colour(&tokens, w, h, params, thumb.as_ref());
-        let packet = match (params.colour, with) {
-            // Auto under a byte budget: tokens come first, so the thumbnail stays only when it
-            // cost no token (one more prior pass when the budget is tight).
-            (Colour::Auto(_), with) if thumb.is_some() && params.max_bytes.is_some() => {
-                match with {
-                    Ok(p) if p.header.stages as usize == full && p.extra_tokens == 0 => p,
-                    Ok(p) => {
-                        let plain = self.codec.encode_with_colour(&tokens, w, h, params, None)?;
-                        if plain.coded_tokens > p.coded_tokens {
-                            plain
-                        } else {
-                            p
-                        }
-                    }
-                    Err(Error::BudgetTooSmall { .. }) => {
-                        self.codec.encode_with_colour(&tokens, w, h, params, None)?
-                    }
-                    Err(e) => return Err(e),
+        // Auto under a byte budget: tokens come first, so the thumbnail stays only when it cost
+        // no token (one more prior pass when the budget is tight).
+        let fallback = matches!(params.colour, Colour::Auto(_))
+            && thumb.is_some()
+            && params.max_bytes.is_some();
+        let packet = match with {
+            Ok(p) if fallback && ((p.header.stages as usize) < full || p.extra_tokens > 0) => {
+                let plain = self.codec.encode_with_colour(&tokens, w, h, params, None)?;
+                if plain.coded_tokens > p.coded_tokens {
+                    plain
+                } else {
+                    p
                 }
             }
-            (_, with) => with?,
+            Err(Error::BudgetTooSmall { .. }) if fallback => {
+                self.codec.encode_with_colour(&tokens, w, h, params, None)?
+            }
+            other => other?,
         };
         Ok(EncodedFrame {
             packet,

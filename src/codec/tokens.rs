@@ -7,7 +7,7 @@ use super::bitstream::{
     FLAG_ADAPTIVE, FLAG_COLOUR, FLAG_DENSE, VERSION,
 };
 use super::colour::{ColourParams, ColourThumb};
-use super::entropy::{TokenDecoder, TokenEncoder, TOTAL};
+use super::entropy::{kt_table, TokenDecoder, TokenEncoder, TOTAL};
 use super::error::{Error, PacketError, Result};
 use super::prior::{Prior, ProbTables, TokenGrid};
 use super::schedule::{Schedule, StagePlan};
@@ -298,9 +298,7 @@ impl MaskModel {
 
     fn table(&mut self, ctx: usize) -> &[u32] {
         let [n0, n1] = self.counts[ctx];
-        let p1 = ((2 * n1 as u64 + 1) * TOTAL as u64) / (2 * (n0 as u64 + n1 as u64) + 2);
-        let p1 = p1.clamp(1, TOTAL as u64 - 1) as u32;
-        self.table = [TOTAL - p1, p1];
+        self.table = kt_table(n0, n1);
         &self.table
     }
 
