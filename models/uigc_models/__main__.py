@@ -1,10 +1,11 @@
-"""python -m uigc_models <step> [args]: prepare | train | reduce | export | taming-import | evaluate | lpips."""
+"""python -m uigc_models <step> [args]: prepare | train | reduce | average | export | taming-import | evaluate | lpips."""
 import sys
 
 STEPS = {
     "prepare": ("uigc_models.data", ["prepare"]),
     "train": ("uigc_models.train", []),
     "reduce": ("uigc_models.reduce_codebook", []),
+    "average": ("uigc_models.average", []),
     "export": ("uigc_models.export", []),
     "taming-import": ("uigc_models.taming_import", []),
     "evaluate": ("uigc_models.evaluate", []),
