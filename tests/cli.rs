@@ -248,3 +248,30 @@ fn several_models_on_the_command_line() {
     assert!(err.contains("same model id"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn closed_stdout_is_not_a_panic() {
+    // `uigc info x.uigc | head -1`: the reader is gone before uigc writes. Rust ignores SIGPIPE,
+    // so a plain println! would panic there; the tool must end quietly instead.
+    let (dir, input, packet, _) = scratch("pipe");
+    let (ok, _, err) = run(uigc()
+        .arg("encode")
+        .arg(&input)
+        .arg("-o")
+        .arg(&packet)
+        .arg("--model")
+        .arg(tiny_model_dir()));
+    assert!(ok, "{err}");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = uigc()
+        .arg("info")
+        .arg(&packet)
+        .stdout(writer)
+        .output()
+        .expect("run uigc");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "status {:?}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -161,6 +161,21 @@ enum Command {
     },
 }
 
+/// `println!` for the tool's reports. A closed stdout (`uigc info x.uigc | head -3`) ends the
+/// process quietly with success, as SIGPIPE ends C tools, instead of panicking (Rust ignores
+/// SIGPIPE, so `println!` panics there); any other write error is returned as an error.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            return Err(format!("writing to stdout: {e}"));
+        }
+    }};
+}
+
 fn runtime_options(m: &ModelArgs) -> RuntimeOptions {
     RuntimeOptions {
         library: m.ort_lib.clone(),
@@ -242,7 +257,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             write_file(&output, &enc.packet.bytes)?;
             let p = &enc.packet;
-            println!(
+            out!(
                 "{} -> {}: {}x{}, {} bytes, {:.4} bpp ({} of {} {}tokens: {} stages + {} adaptive; \
                  payload {} bits, ideal {:.0} bits{}){}; tokenizer {:.1} ms, prior+coding {:.1} ms",
                 input.display(),
@@ -305,7 +320,7 @@ fn run(cli: Cli) -> Result<(), String> {
             )
             .map_err(|e| format!("{}: {e}", output.display()))?;
             let coded = dec.tokens.coded.iter().filter(|&&c| c).count();
-            println!(
+            out!(
                 "{} -> {}: {}x{}, {} bytes, {:.4} bpp ({} coded + {} regenerated tokens); \
                  prior+decoding {:.1} ms, tokenizer {:.1} ms",
                 input.display(),
@@ -343,7 +358,7 @@ fn run(cli: Cli) -> Result<(), String> {
                     .map_err(|e| format!("{}: {e}", input.display()))?;
                 let g = &dec.grid;
                 let text: Vec<String> = g.tokens.iter().map(|t| t.to_string()).collect();
-                println!(
+                out!(
                     "{} {}x{} {}",
                     input.file_name().unwrap_or_default().to_string_lossy(),
                     g.rows,
@@ -364,18 +379,21 @@ fn run(cli: Cli) -> Result<(), String> {
                 bitstream::parse_packet(&bytes).map_err(|e| format!("{}: {e}", input.display()))?;
             let h = &p.header;
             let (rows, cols) = h.grid();
-            println!("file:          {}", input.display());
-            println!("version:       {}", h.version);
-            println!("flags:         {:#x}", h.flags);
-            println!("model id:      {}", h.model_id);
-            println!("stream id:     {}", h.stream_id);
-            println!("frame:         {}", h.frame);
-            println!(
+            out!("file:          {}", input.display());
+            out!("version:       {}", h.version);
+            out!("flags:         {:#x}", h.flags);
+            out!("model id:      {}", h.model_id);
+            out!("stream id:     {}", h.stream_id);
+            out!("frame:         {}", h.frame);
+            out!(
                 "size:          {}x{} pixels, {}x{} tokens",
-                h.width, h.height, cols, rows
+                h.width,
+                h.height,
+                cols,
+                rows
             );
-            println!("coded stages:  {}", h.stages);
-            println!(
+            out!("coded stages:  {}", h.stages);
+            out!(
                 "adaptive:      {}",
                 if h.flags & bitstream::FLAG_ADAPTIVE != 0 {
                     "yes"
@@ -383,27 +401,27 @@ fn run(cli: Cli) -> Result<(), String> {
                     "no"
                 }
             );
-            println!("dense:         {}", if h.dense() { "yes" } else { "no" });
+            out!("dense:         {}", if h.dense() { "yes" } else { "no" });
             match h.colour {
                 Some(c) => {
                     let (r, k) = c.grid(h.width, h.height);
-                    println!(
+                    out!(
                         "colour:        thumbnail of {k}x{r} blocks of {}x{} px, step {}",
                         c.block(),
                         c.block(),
                         c.step
                     )
                 }
-                None => println!("colour:        no thumbnail"),
+                None => out!("colour:        no thumbnail"),
             }
-            println!("check value:   {:#06x}", h.check);
-            println!(
+            out!("check value:   {:#06x}", h.check);
+            out!(
                 "bytes:         {} (header {}, payload {})",
                 bytes.len(),
                 bytes.len() - p.payload.len(),
                 p.payload.len()
             );
-            println!(
+            out!(
                 "bpp:           {:.4}",
                 bytes.len() as f64 * 8.0 / (h.width as f64 * h.height as f64)
             );
@@ -420,9 +438,15 @@ fn bench(inputs: &[PathBuf], keep: &str, repeat: usize, args: &ModelArgs) -> Res
         .stages(&model.bundle().schedule)
         .map_err(|e| e.to_string())?;
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-    println!(
+    out!(
         "{:<28} {:>9} {:>7} {:>8} {:>10} {:>10} {:>10}",
-        "image", "size", "bytes", "bpp", "tok ms", "enc ms", "dec ms"
+        "image",
+        "size",
+        "bytes",
+        "bpp",
+        "tok ms",
+        "enc ms",
+        "dec ms"
     );
     let (mut sum_enc, mut sum_dec, mut sum_tok) = (0.0, 0.0, 0.0);
     for input in inputs {
@@ -451,7 +475,7 @@ fn bench(inputs: &[PathBuf], keep: &str, repeat: usize, args: &ModelArgs) -> Res
             dec_t = dec_t.min(ms(t.elapsed()));
             bytes = enc.bytes;
         }
-        println!(
+        out!(
             "{:<28} {:>9} {:>7} {:>8.4} {:>10.1} {:>10.1} {:>10.1}",
             input.file_name().unwrap_or_default().to_string_lossy(),
             format!("{}x{}", image.width, image.height),
@@ -467,7 +491,7 @@ fn bench(inputs: &[PathBuf], keep: &str, repeat: usize, args: &ModelArgs) -> Res
     }
     let n = inputs.len() as f64;
     let b = model.bundle();
-    println!(
+    out!(
         "mean over {} images: tokenizer {:.1} ms, prior+coding encode {:.1} ms, decode {:.1} ms \
          (model {}, prior {}, {} of {} stages: {} query passes + {} known passes per token \
          position set, threads {})",
