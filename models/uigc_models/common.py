@@ -46,7 +46,11 @@ def save_json(path: str, obj) -> None:
     os.replace(tmp, path)
 
 
-def write_config(directory: str, args, filename: str = "config.json", extra: dict | None = None) -> dict:
+def write_config(directory: str, args, filename: str = "config.json", extra: dict | None = None,
+                 keep_previous: bool = True) -> dict:
+    """Write args (+ argv, time, extra) as JSON. Run directories keep the configs of earlier
+    invocations (config.1.json, ...: a resumed run's history); a bundle directory is rewritten by
+    each export and passes keep_previous=False, so it holds only the config of its files."""
     cfg = dict(vars(args)) if not isinstance(args, dict) else dict(args)
     cfg["_argv"] = sys.argv
     cfg["_time_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -54,7 +58,7 @@ def write_config(directory: str, args, filename: str = "config.json", extra: dic
         cfg.update(extra)
     # keep earlier configs when resuming
     p = os.path.join(directory, filename)
-    if os.path.exists(p):
+    if keep_previous and os.path.exists(p):
         stem, ext = os.path.splitext(filename)
         k = 1
         while os.path.exists(os.path.join(directory, f"{stem}.{k}{ext}")):

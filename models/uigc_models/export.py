@@ -220,7 +220,7 @@ def main(argv=None) -> int:
     name = args.name or os.path.basename(out.rstrip("/"))
     log = setup_logging(out, "export.log")
     ckpt = resolve_ckpt(args.ckpt)
-    write_config(out, args, "export_config.json", extra={"ckpt_resolved": ckpt})
+    write_config(out, args, "export_config.json", extra={"ckpt_resolved": ckpt}, keep_previous=False)
     tok, ck = load_tokenizer(ckpt)
     k = tok.quant.k
     log.info(f"exporting {ckpt} (step {ck.get('step')}, {ck.get('train_seconds', 0) / 60:.1f} train min, K={k}) "

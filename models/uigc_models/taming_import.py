@@ -518,7 +518,7 @@ def main(argv=None) -> int:
     os.makedirs(out, exist_ok=True)
     name = args.name or os.path.basename(out.rstrip("/"))
     log = setup_logging(out, "taming_import.log")
-    write_config(out, args, "import_config.json")
+    write_config(out, args, "import_config.json", keep_previous=False)
     t0 = time.time()
     rep: dict = {"source": "random-init" if args.random_init else os.path.abspath(args.ckpt), "config": TAMING_F16}
     if args.random_init:
