@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Exact commands used to build models/uigc-small and models/uigc-small-k64 from a training run.
 # usage: models/release_uigc_small.sh [RUN_OR_CKPT]   (default tok-k256-a; run from anywhere)
-#   VERSION=0.2.0                      bundle version written into the manifests
+#   VERSION=0.3.0                      bundle version written into the manifests
 #   INT_PRIOR=path/to/prior.bin        integer prior attached to uigc-small (prior_train attach);
 #                                      without it uigc-small keeps the export's unigram prior
 #   K64_RUN=name                       run of the K=64 codebook reduction (default <run>-k64)

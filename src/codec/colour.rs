@@ -35,8 +35,8 @@ pub struct ColourParams {
 }
 
 impl Default for ColourParams {
-    /// 32x32 blocks, step 4: on the 24 Kodak images with uigc-small 0.2.0, +0.0076 bpp for
-    /// PSNR +0.92 dB and LPIPS-alex -0.031 (models/uigc-small/MODEL_CARD.md, "Colour thumbnail").
+    /// 32x32 blocks, step 4: on the 24 Kodak images with uigc-small 0.3.0, +0.0076 bpp for
+    /// PSNR +0.94 dB and LPIPS-alex -0.032 (models/uigc-small/MODEL_CARD.md, "Colour thumbnail").
     fn default() -> Self {
         Self {
             block_log2: 5,
