@@ -11,6 +11,13 @@ fn uigc() -> Command {
     Command::new(env!("CARGO_BIN_EXE_uigc"))
 }
 
+/// `uigc encode INPUT -o PACKET` (add the model and options).
+fn encode(input: &std::path::Path, packet: &std::path::Path) -> Command {
+    let mut c = uigc();
+    c.arg("encode").arg(input).arg("-o").arg(packet);
+    c
+}
+
 fn run(cmd: &mut Command) -> (bool, String, String) {
     let out = cmd.output().expect("run uigc");
     (
@@ -212,11 +219,7 @@ fn unavailable_gpu_provider_is_an_error_not_a_fallback() {
 #[test]
 fn several_models_on_the_command_line() {
     let (dir, input, packet, output) = scratch("set");
-    let (ok, out, err) = run(uigc()
-        .arg("encode")
-        .arg(&input)
-        .arg("-o")
-        .arg(&packet)
+    let (ok, out, err) = run(encode(&input, &packet)
         .args(["--max-bytes", "60", "--model"])
         .arg(tiny_model_dir())
         .arg("--model")
@@ -235,11 +238,7 @@ fn several_models_on_the_command_line() {
         .arg(tiny_model_dir()));
     assert!(ok, "{err}");
     // The same bundle twice: one clear error.
-    let (ok, _, err) = run(uigc()
-        .arg("encode")
-        .arg(&input)
-        .arg("-o")
-        .arg(&packet)
+    let (ok, _, err) = run(encode(&input, &packet)
         .arg("--model")
         .arg(tiny_model_dir())
         .arg("--model")
@@ -254,13 +253,7 @@ fn closed_stdout_is_not_a_panic() {
     // `uigc info x.uigc | head -1`: the reader is gone before uigc writes. Rust ignores SIGPIPE,
     // so a plain println! would panic there; the tool must end quietly instead.
     let (dir, input, packet, _) = scratch("pipe");
-    let (ok, _, err) = run(uigc()
-        .arg("encode")
-        .arg(&input)
-        .arg("-o")
-        .arg(&packet)
-        .arg("--model")
-        .arg(tiny_model_dir()));
+    let (ok, _, err) = run(encode(&input, &packet).arg("--model").arg(tiny_model_dir()));
     assert!(ok, "{err}");
     let (reader, writer) = std::io::pipe().expect("pipe");
     drop(reader);
