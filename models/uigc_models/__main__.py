@@ -1,4 +1,4 @@
-"""python -m uigc_models <step> [args]: prepare | train | reduce | average | export | taming-import | evaluate | lpips."""
+"""python -m uigc_models <step> [args]: prepare | train | reduce | average | spot-check | export | taming-import | evaluate | lpips."""
 import sys
 
 STEPS = {
@@ -6,6 +6,7 @@ STEPS = {
     "train": ("uigc_models.train", []),
     "reduce": ("uigc_models.reduce_codebook", []),
     "average": ("uigc_models.average", []),
+    "spot-check": ("uigc_models.spot_check", []),
     "export": ("uigc_models.export", []),
     "taming-import": ("uigc_models.taming_import", []),
     "evaluate": ("uigc_models.evaluate", []),
