@@ -85,14 +85,12 @@ fn scratch(tag: &str) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
 fn encode_info_decode_round_trip() {
     let (dir, input, packet, output) = scratch("rt");
     let model = tiny_model_dir();
-    let (ok, out, err) = run(uigc()
-        .arg("encode")
-        .arg(&input)
-        .arg("-o")
-        .arg(&packet)
-        .arg("--model")
-        .arg(&model)
-        .args(["--stream-id", "9", "--frame", "77"]));
+    let (ok, out, err) = run(encode(&input, &packet).arg("--model").arg(&model).args([
+        "--stream-id",
+        "9",
+        "--frame",
+        "77",
+    ]));
     assert!(ok, "{err}");
     assert!(out.contains("bpp") && out.contains("ms"), "{out}");
     let (ok, out, err) = run(uigc().arg("info").arg(&packet));

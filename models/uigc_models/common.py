@@ -56,7 +56,6 @@ def write_config(directory: str, args, filename: str = "config.json", extra: dic
     cfg["_time_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if extra:
         cfg.update(extra)
-    # keep earlier configs when resuming
     p = os.path.join(directory, filename)
     if keep_previous and os.path.exists(p):
         stem, ext = os.path.splitext(filename)

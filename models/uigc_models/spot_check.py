@@ -21,7 +21,7 @@ import torch
 
 from . import colour
 from .common import DATA_ROOT, set_threads
-from .data import list_kodak, load_rgb
+from .data import list_kodak, load_rgb, to_tensor_m11
 from .evaluate import psnr_u8
 from .export import load_tokenizer, resolve_ckpt
 from .lpips import LPIPS
@@ -45,21 +45,17 @@ def to_u8(y: torch.Tensor) -> np.ndarray:
     return ((y[0].permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
 
 
-def from_u8(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
-
-
 @torch.no_grad()
 def score(tok, images: list[np.ndarray], lp: LPIPS, block: int, step: int) -> dict[str, tuple[float, float]]:
     """Mean (LPIPS-alex, PSNR) over `images` (HxWx3 uint8, sides multiples of 16), raw and with the
     colour correction."""
     res: dict[str, list[tuple[float, float]]] = {"raw": [], "colour": []}
     for x in images:
-        t = from_u8(x)
+        t = to_tensor_m11(x[None])
         y = tok.decode_indices(tok.encode_indices(t)).clamp(-1, 1)
         for key, out in (("raw", y), ("colour", colour.correct(y, t, block, step).clamp(-1, 1))):
             rec = to_u8(out)
-            res[key].append((float(lp(from_u8(rec), t)), psnr_u8(x, rec)))
+            res[key].append((float(lp(to_tensor_m11(rec[None]), t)), psnr_u8(x, rec)))
     return {k: tuple(float(m) for m in np.mean(v, 0)) for k, v in res.items()}
 
 
