@@ -42,6 +42,58 @@ struct ModelArgs {
     ort_lib: Option<PathBuf>,
 }
 
+#[derive(Args, Clone)]
+struct StreamArgs {
+    /// An intra frame every N frames (0: only the first, and after a size change)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keyframe_interval: u32,
+    /// Frames per gradual-refresh cycle (every token row re-sent intra once per cycle, so a
+    /// receiver recovers from loss without a keyframe; 0: off)
+    #[arg(long, value_name = "N", default_value_t = codec::stream::DEFAULT_REFRESH_FRAMES)]
+    refresh_frames: u32,
+    /// Re-send a changed token only when its 16x16 block moved by at least this mean absolute
+    /// difference (8-bit levels) since it was last sent; higher = fewer bytes, more lag
+    #[arg(long, value_name = "LEVELS", default_value_t = codec::stream::DEFAULT_CHANGE_THRESHOLD)]
+    change_threshold: f32,
+    /// Colour thumbnail of the stream: off, on (auto = on), optionally :BLOCK:STEP
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    colour: String,
+    /// Hard cap on every packet in bytes (keyframes and refreshes included)
+    #[arg(long, value_name = "BYTES")]
+    max_frame_bytes: Option<usize>,
+    /// Link rate in bit/s: a leaky bucket of --bucket-seconds sets each frame's budget
+    #[arg(long, value_name = "BIT/S")]
+    target_bitrate: Option<u32>,
+    /// Frame rate of the stream (for the bucket and the reports)
+    #[arg(long, value_name = "FPS", default_value_t = 10.0)]
+    fps: f64,
+    /// Bucket size in seconds of --target-bitrate
+    #[arg(long, value_name = "S", default_value_t = 2.0)]
+    bucket_seconds: f64,
+    /// Stream id written into the packets
+    #[arg(long, default_value_t = 0)]
+    stream_id: u32,
+}
+
+impl StreamArgs {
+    fn config(&self) -> Result<codec::StreamConfig, String> {
+        Ok(codec::StreamConfig {
+            stream_id: self.stream_id,
+            keyframe_interval: self.keyframe_interval,
+            refresh_frames: self.refresh_frames,
+            change_threshold: self.change_threshold,
+            colour: self
+                .colour
+                .parse()
+                .map_err(|e: codec::Error| e.to_string())?,
+            max_frame_bytes: self.max_frame_bytes,
+            target_bitrate: self.target_bitrate,
+            fps: self.fps,
+            bucket_seconds: self.bucket_seconds,
+        })
+    }
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Ep {
     Cpu,
@@ -151,6 +203,45 @@ enum Command {
         /// Repetitions per image (the minimum time is reported)
         #[arg(long, value_name = "N", default_value_t = 1)]
         repeat: usize,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Encode a camera stream (a folder of frames, or frame files in order) into a packet
+    /// stream file (.uigcs: each packet preceded by its length, u32 little-endian): intra
+    /// keyframes, inter frames that send only what changed, gradual refresh, link rate control.
+    /// Prints one JSON line of statistics per frame
+    StreamEncode {
+        /// A folder of frames (image files in name order) or the frame files
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Output packet stream
+        #[arg(short, long, value_name = "OUT.uigcs")]
+        output: PathBuf,
+        #[command(flatten)]
+        stream: StreamArgs,
+        /// Code at most this many frames
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Code every N-th frame only (e.g. 10: 1 fps from a 10 fps source)
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        every: usize,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Decode a packet stream (.uigcs) into PNG frames (frame_00000.png ...), one per packet,
+    /// lost ones shown concealed; prints one JSON line per frame and a summary
+    StreamDecode {
+        /// Input packet stream
+        input: PathBuf,
+        /// Output folder
+        #[arg(short, long, value_name = "DIR")]
+        output: PathBuf,
+        /// Simulate a lossy link: drop each packet with this probability (seeded)
+        #[arg(long, value_name = "P", default_value_t = 0.0)]
+        loss: f64,
+        /// Seed of the simulated loss
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
         #[command(flatten)]
         model: ModelArgs,
     },
@@ -373,6 +464,21 @@ fn run(cli: Cli) -> Result<(), String> {
             repeat,
             model,
         } => bench(&inputs, &keep, repeat.max(1), &model)?,
+        Command::StreamEncode {
+            inputs,
+            output,
+            stream,
+            limit,
+            every,
+            model,
+        } => stream_encode(&inputs, &output, &stream, limit, every.max(1), &model)?,
+        Command::StreamDecode {
+            input,
+            output,
+            loss,
+            seed,
+            model,
+        } => stream_decode(&input, &output, loss, seed, &model)?,
         Command::Info { input } => {
             let bytes = std::fs::read(&input).map_err(|e| format!("{}: {e}", input.display()))?;
             let p =
@@ -510,6 +616,199 @@ fn bench(inputs: &[PathBuf], keep: &str, repeat: usize, args: &ModelArgs) -> Res
         } else {
             args.threads.to_string()
         }
+    );
+    Ok(())
+}
+
+/// The frame files of `inputs`: a folder's image files in name order, or the files as given.
+fn frame_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    if let [dir] = inputs {
+        if dir.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(|e| format!("{}: {e}", dir.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                        matches!(
+                            e.to_ascii_lowercase().as_str(),
+                            "png" | "jpg" | "jpeg" | "ppm" | "bmp"
+                        )
+                    })
+                })
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                return Err(format!("{}: no image files", dir.display()));
+            }
+            return Ok(files);
+        }
+    }
+    Ok(inputs.to_vec())
+}
+
+fn stream_encode(
+    inputs: &[PathBuf],
+    output: &Path,
+    args: &StreamArgs,
+    limit: Option<usize>,
+    every: usize,
+    margs: &ModelArgs,
+) -> Result<(), String> {
+    let config = args.config()?;
+    let files: Vec<PathBuf> = frame_files(inputs)?
+        .into_iter()
+        .step_by(every)
+        .take(limit.unwrap_or(usize::MAX))
+        .collect();
+    let mut models = load_models(margs)?;
+    let model = models.primary();
+    let mut enc = codec::StreamEncoder::new(config).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let (mut bytes, mut frames, mut skipped) = (0usize, 0usize, 0usize);
+    let mut pixels = 0f64;
+    for (i, file) in files.iter().enumerate() {
+        let image = read_image(file)?;
+        pixels = image.width as f64 * image.height as f64;
+        match enc.encode(model, &image) {
+            Ok(p) => {
+                let b = &p.packet.bytes;
+                out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                out.extend_from_slice(b);
+                bytes += b.len();
+                frames += 1;
+                out!(
+                    "{{\"frame\": {}, \"input\": {:?}, \"type\": \"{}\", \"bytes\": {}, \
+                     \"sent_tokens\": {}, \"held_tokens\": {}, \"refresh_rows\": {}, \
+                     \"budget\": {}, \"bucket\": {}, \"tokenizer_ms\": {:.1}, \"coding_ms\": {:.1}}}",
+                    p.packet.header.frame,
+                    file.display().to_string(),
+                    p.kind.as_str(),
+                    b.len(),
+                    p.sent_tokens,
+                    p.held_tokens,
+                    p.refresh_rows,
+                    p.budget.map_or("null".into(), |b| b.to_string()),
+                    p.bucket.map_or("null".into(), |b| format!("{b:.0}")),
+                    p.timings.network.as_secs_f64() * 1e3,
+                    p.timings.coding.as_secs_f64() * 1e3,
+                );
+            }
+            Err(codec::Error::BudgetTooSmall { budget, min }) => {
+                skipped += 1;
+                eprintln!("frame {i}: skipped (budget {budget} bytes, smallest packet {min})");
+            }
+            Err(e) => return Err(format!("{}: {e}", file.display())),
+        }
+    }
+    write_file(output, &out)?;
+    let secs = files.len() as f64 / config.fps;
+    eprintln!(
+        "{} frames -> {}: {} packets, {} skipped, {} bytes, {:.0} B/frame, {:.2} kbit/s at {} fps, \
+         {:.5} bpp",
+        files.len(),
+        output.display(),
+        frames,
+        skipped,
+        bytes,
+        bytes as f64 / files.len().max(1) as f64,
+        bytes as f64 * 8.0 / secs.max(1e-9) / 1e3,
+        config.fps,
+        bytes as f64 * 8.0 / (pixels * files.len().max(1) as f64),
+    );
+    Ok(())
+}
+
+/// Splits a packet stream file into its packets (a truncated last record is an error).
+fn read_stream(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut packets = Vec::new();
+    let mut pos = 0;
+    while pos < data.len() {
+        let len = data
+            .get(pos..pos + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or_else(|| format!("{}: truncated record at byte {pos}", path.display()))?;
+        let body = data
+            .get(pos + 4..pos + 4 + len)
+            .ok_or_else(|| format!("{}: truncated record at byte {pos}", path.display()))?;
+        packets.push(body.to_vec());
+        pos += 4 + len;
+    }
+    Ok(packets)
+}
+
+fn stream_decode(
+    input: &Path,
+    output: &Path,
+    loss: f64,
+    seed: u64,
+    margs: &ModelArgs,
+) -> Result<(), String> {
+    if !(0.0..=1.0).contains(&loss) {
+        return Err(format!("--loss {loss}: expected a probability in 0..=1"));
+    }
+    let packets = read_stream(input)?;
+    std::fs::create_dir_all(output).map_err(|e| format!("{}: {e}", output.display()))?;
+    let mut models = load_models(margs)?;
+    let model = models.primary();
+    let mut dec = codec::StreamDecoder::new();
+    let mut rng = seed;
+    let mut last: Option<RgbImage> = None;
+    let mut lost = 0usize;
+    for (i, packet) in packets.iter().enumerate() {
+        // splitmix64: a loss pattern that is the same on every machine.
+        rng = rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        let u = (z ^ (z >> 31)) as f64 / u64::MAX as f64;
+        let (status, image, ms) = if u < loss {
+            lost += 1;
+            ("lost".to_string(), last.clone(), 0.0)
+        } else {
+            match dec.decode(model, packet) {
+                Ok(f) => {
+                    let status = match f.status {
+                        codec::FrameStatus::Exact => "exact".to_string(),
+                        codec::FrameStatus::Concealed => "concealed".to_string(),
+                        codec::FrameStatus::Recovering { exact_rows, rows } => {
+                            format!("recovering {exact_rows}/{rows}")
+                        }
+                    };
+                    let ms = (f.timings.network + f.timings.coding).as_secs_f64() * 1e3;
+                    (status, Some(f.image), ms)
+                }
+                Err(e) => (format!("dropped: {e}"), last.clone(), 0.0),
+            }
+        };
+        if let Some(img) = &image {
+            let path = output.join(format!("frame_{i:05}.png"));
+            image::save_buffer(
+                &path,
+                &img.data,
+                img.width,
+                img.height,
+                image::ExtendedColorType::Rgb8,
+            )
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        last = image;
+        out!(
+            "{{\"packet\": {i}, \"bytes\": {}, \"status\": {:?}, \"decode_ms\": {ms:.1}}}",
+            packet.len(),
+            status
+        );
+    }
+    let s = dec.stats();
+    eprintln!(
+        "{} packets: {} lost on the simulated link, {} exact, {} concealed/recovering, {} \
+         dropped, {} recoveries",
+        packets.len(),
+        lost,
+        s.exact,
+        s.concealed,
+        s.dropped,
+        s.recoveries
     );
     Ok(())
 }

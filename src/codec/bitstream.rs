@@ -3,14 +3,17 @@
 //! ```text
 //! byte 0      magic 0x55 ('U')
 //! byte 1      version (high nibble, = 1) | flags (low nibble: bit 0 adaptive, bit 1 dense,
-//!             bit 2 colour thumbnail, bit 3 reserved)
+//!             bit 2 colour thumbnail, bit 3 inter: coded against a reference grid)
 //! bytes 2..6  model id (4 bytes)
 //! varint      stream id (u32)
 //! varint      frame counter (u32)
 //! varint      width - 1, varint height - 1 (pixels, each 1..=MAX_DIMENSION)
 //! byte        number of coded stages (a prefix of the schedule, 0..=stages)
 //! byte        colour thumbnail parameters (only with flag bit 2, see [`super::colour`])
+//! varint x3   inter packets only (flag bit 3): reference frame counter, refresh band start and
+//!             clean rows (token rows, see [`super::temporal`])
 //! 2 bytes     check value (little-endian), see [`check_value`]
+//! 2 bytes     inter packets only: check value of the whole grid
 //! rest        range-coder payload
 //! ```
 //! Varints are LEB128 (7 bits per byte, low first, at most 5 bytes for a u32).
@@ -30,8 +33,24 @@ pub const FLAG_DENSE: u8 = 0x2;
 /// Flag: the payload ends with a colour thumbnail (block means of the frame in YCbCr); its
 /// parameters follow the stage count in one header byte.
 pub const FLAG_COLOUR: u8 = 0x4;
+/// Flag: an inter packet, coded against the receiver's token grid of an earlier frame (its
+/// reference, named in the header); see [`super::temporal`].
+pub const FLAG_INTER: u8 = 0x8;
 /// Flags this version defines.
-pub const KNOWN_FLAGS: u8 = FLAG_ADAPTIVE | FLAG_DENSE | FLAG_COLOUR;
+pub const KNOWN_FLAGS: u8 = FLAG_ADAPTIVE | FLAG_DENSE | FLAG_COLOUR | FLAG_INTER;
+
+/// The inter fields of a packet header (flag bit 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InterHeader {
+    /// Frame counter of the packet whose grid this one is coded against.
+    pub reference: u32,
+    /// First token row of the refresh band (rows `band_start..clean_rows` are sent intra).
+    pub band_start: u32,
+    /// Token rows `0..clean_rows` form the clean area: coded with context from that area only.
+    pub clean_rows: u32,
+    /// Check value of the whole resulting grid (the header's `check` covers the clean area).
+    pub check_full: u16,
+}
 
 /// Largest frame side in pixels the decoder accepts.
 pub const MAX_DIMENSION: u32 = 8192;
@@ -63,6 +82,8 @@ pub struct Header {
     pub stages: u8,
     /// Colour thumbnail parameters (`Some` exactly when the flag `FLAG_COLOUR` is set).
     pub colour: Option<ColourParams>,
+    /// Inter fields (`Some` exactly when the flag `FLAG_INTER` is set).
+    pub inter: Option<InterHeader>,
     pub check: u16,
 }
 
@@ -76,6 +97,11 @@ impl Header {
     /// twice its size for a dense packet.
     pub fn coded_size(&self) -> (u32, u32) {
         coded_size(self.width, self.height, self.dense())
+    }
+
+    /// Whether this is an inter packet.
+    pub fn is_inter(&self) -> bool {
+        self.inter.is_some()
     }
 
     /// Token grid size of this frame: (rows, cols).
@@ -164,6 +190,11 @@ pub fn write_header_prefix(h: &Header) -> Vec<u8> {
     if let Some(c) = h.colour {
         out.push(c.to_byte());
     }
+    if let Some(i) = h.inter {
+        put_varint(&mut out, i.reference);
+        put_varint(&mut out, i.band_start);
+        put_varint(&mut out, i.clean_rows);
+    }
     out
 }
 
@@ -171,6 +202,9 @@ pub fn write_header_prefix(h: &Header) -> Vec<u8> {
 pub fn write_packet(h: &Header, payload: &[u8]) -> Vec<u8> {
     let mut out = write_header_prefix(h);
     out.extend_from_slice(&h.check.to_le_bytes());
+    if let Some(i) = h.inter {
+        out.extend_from_slice(&i.check_full.to_le_bytes());
+    }
     out.extend_from_slice(payload);
     out
 }
@@ -215,8 +249,26 @@ pub fn parse_packet(data: &[u8]) -> Result<Packet<'_>, PacketError> {
     } else {
         None
     };
+    let inter = if flags & FLAG_INTER != 0 {
+        Some((
+            r.varint("reference frame")?,
+            r.varint("band start")?,
+            r.varint("clean rows")?,
+        ))
+    } else {
+        None
+    };
     let header_end = r.pos;
     let check = u16::from_le_bytes([r.byte("check value")?, r.byte("check value")?]);
+    let inter = match inter {
+        Some((reference, band_start, clean_rows)) => Some(InterHeader {
+            reference,
+            band_start,
+            clean_rows,
+            check_full: u16::from_le_bytes([r.byte("check value")?, r.byte("check value")?]),
+        }),
+        None => None,
+    };
     Ok(Packet {
         header: Header {
             version,
@@ -228,6 +280,7 @@ pub fn parse_packet(data: &[u8]) -> Result<Packet<'_>, PacketError> {
             height,
             stages,
             colour,
+            inter,
             check,
         },
         header_bytes: &data[..header_end],
@@ -261,6 +314,7 @@ mod tests {
             height: 512,
             stages: 10,
             colour: None,
+            inter: None,
             check: 0xbeef,
         }
     }

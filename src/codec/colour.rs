@@ -93,7 +93,7 @@ impl ColourParams {
     }
 
     /// Inclusive range of the quantised values of plane `p` (0 = Y, 1 = Cb, 2 = Cr).
-    fn range(&self, p: usize) -> (i32, i32) {
+    pub(crate) fn range(&self, p: usize) -> (i32, i32) {
         let s = self.step as i32;
         if p == 0 {
             (0, div_round(255, s))
@@ -350,14 +350,14 @@ impl Bit {
 
 /// Residual binarisation: zero? (per context), sign (per plane kind), magnitude - 1 in unary
 /// over `UNARY_BINS` adaptive bins (per context), then Exp-Golomb (order 0) with equiprobable bits.
-struct ThumbModel {
+pub(crate) struct ThumbModel {
     zero: [Bit; CONTEXTS],
     sign: [Bit; 2],
     unary: [[Bit; UNARY_BINS]; CONTEXTS],
 }
 
 impl ThumbModel {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             zero: [Bit::default(); CONTEXTS],
             sign: [Bit::default(); 2],
@@ -377,7 +377,12 @@ impl ThumbModel {
         Ok(bit)
     }
 
-    fn encode(&mut self, enc: &mut TokenEncoder, r: i32, ctx: usize) -> Result<(), PacketError> {
+    pub(crate) fn encode(
+        &mut self,
+        enc: &mut TokenEncoder,
+        r: i32,
+        ctx: usize,
+    ) -> Result<(), PacketError> {
         Self::put(enc, (r == 0) as usize, &mut self.zero[ctx])?;
         if r == 0 {
             return Ok(());
@@ -403,7 +408,11 @@ impl ThumbModel {
         Ok(())
     }
 
-    fn decode(&mut self, dec: &mut TokenDecoder, ctx: usize) -> Result<i32, PacketError> {
+    pub(crate) fn decode(
+        &mut self,
+        dec: &mut TokenDecoder,
+        ctx: usize,
+    ) -> Result<i32, PacketError> {
         if Self::get(dec, &mut self.zero[ctx])? == 1 {
             return Ok(0);
         }

@@ -51,6 +51,13 @@ pub enum PacketError {
         height: u32,
         max_pixels: u64,
     },
+    #[error(
+        "inter packet (frame {frame}) is coded against frame {reference}, which this decoder \
+         does not hold: it waits for the next refresh"
+    )]
+    NoReference { frame: u32, reference: u32 },
+    #[error("inter packet: {0}")]
+    BadInter(String),
     #[error("colour thumbnail: {0}")]
     BadColour(String),
     #[error("entropy decoder failed: {0}")]

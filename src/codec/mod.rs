@@ -13,6 +13,8 @@ pub mod modelset;
 pub mod prior;
 pub mod runtime;
 pub mod schedule;
+pub mod stream;
+pub mod temporal;
 pub mod tokenizer;
 pub mod tokens;
 
@@ -27,6 +29,11 @@ pub use frame::RgbImage;
 pub use modelset::ModelSet;
 pub use prior::TokenGrid;
 pub use runtime::{ExecutionProvider, RuntimeOptions};
+pub use stream::{
+    FrameKind, FrameStatus, StreamConfig, StreamDecoder, StreamEncoder, StreamFrame, StreamPacket,
+    StreamStats,
+};
+pub use temporal::{InterFrame, Reference};
 pub use tokens::{
     Colour, DecodedTokens, EncodedPacket, FrameParams, KeepPolicy, RegenMode, TokenCodec,
     DEFAULT_MAX_PIXELS,

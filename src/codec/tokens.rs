@@ -391,6 +391,11 @@ impl TokenCodec {
         self.regen
     }
 
+    /// The prior (for the temporal coder, which drives it with its own contexts).
+    pub(crate) fn prior_mut(&mut self) -> &mut dyn Prior {
+        self.prior.as_mut()
+    }
+
     fn check_grid(&self, grid: &TokenGrid, width: u32, height: u32, dense: bool) -> Result<()> {
         let max = super::bitstream::MAX_DIMENSION;
         let (cw, ch) = coded_size(width, height, dense);
@@ -568,6 +573,7 @@ impl TokenCodec {
             height,
             stages: prefix as u8,
             colour: colour.map(|c| c.params),
+            inter: None,
             check: 0,
         };
         let mut enc = TokenEncoder::new();
@@ -636,6 +642,13 @@ impl TokenCodec {
     pub fn decode(&mut self, data: &[u8]) -> Result<DecodedTokens> {
         let packet = parse_packet(data)?;
         let header = packet.header.clone();
+        if let Some(inter) = header.inter {
+            return Err(PacketError::NoReference {
+                frame: header.frame,
+                reference: inter.reference,
+            }
+            .into());
+        }
         if header.model_id != self.model_id {
             return Err(PacketError::ModelMismatch {
                 packet_model: header.model_id.to_string(),
