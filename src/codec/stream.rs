@@ -156,6 +156,11 @@ impl StreamEncoder {
         &self.config
     }
 
+    /// The state the receiver holds after the last packet (when it received every packet).
+    pub fn reference(&self) -> Option<&Reference> {
+        self.reference.as_ref()
+    }
+
     /// The next frame is coded intra (a keyframe request).
     pub fn force_keyframe(&mut self) {
         self.force_key = true;
@@ -554,6 +559,11 @@ impl StreamDecoder {
 
     pub fn stats(&self) -> StreamStats {
         self.stats
+    }
+
+    /// The receiver's current state.
+    pub fn reference(&self) -> Option<&Reference> {
+        self.reference.as_ref()
     }
 
     /// Whether the receiver's grid equals the sender's.
