@@ -22,9 +22,12 @@ fn tiny() -> String {
     common::tiny_model_dir().display().to_string()
 }
 
+/// An encoder in still-image mode (`keyframe-interval=1`: every packet intra), which most tests
+/// here check packet by packet; `props` may override it (the stream tests at the end do).
 fn encoder(props: &[(&str, &str)]) -> gst::Element {
     let e = gst::ElementFactory::make("uigcenc")
         .property("model", tiny())
+        .property("keyframe-interval", 1u32)
         .build()
         .unwrap();
     for (k, v) in props {
@@ -608,4 +611,132 @@ fn max_pixels_drops_larger_frames_and_goes_on() {
     let e = h.element().unwrap();
     assert_eq!(u64_prop(&e, "frames-dropped"), 1);
     assert_eq!(u64_prop(&e, "frames-decoded"), 1);
+}
+
+/// Encodes `n` frames with `props`, all of `seed` except those in `moving` (seed + index);
+/// returns the packets with their DELTA_UNIT flags.
+fn encode_stream(
+    props: &[(&str, &str)],
+    w: u32,
+    h: u32,
+    n: u32,
+    moving: &[u32],
+    force_key_at: Option<u32>,
+) -> (Harness, Vec<(Vec<u8>, bool)>) {
+    let mut harness = Harness::with_element(&encoder(props), Some("sink"), Some("src"));
+    let mut out = Vec::new();
+    for i in 0..n {
+        let seed = if moving.contains(&i) { 100 + i } else { 1 };
+        let (caps, buf) = raw_buffer("RGB", w, h, seed, i as u64);
+        if i == 0 {
+            harness.set_src_caps(caps);
+        }
+        if force_key_at == Some(i) {
+            let ev = gst_video::DownstreamForceKeyUnitEvent::builder()
+                .all_headers(true)
+                .build();
+            assert!(harness.push_event(ev));
+        }
+        harness.push(buf).unwrap();
+        while let Some(b) = harness.try_pull() {
+            let delta = b.flags().contains(gst::BufferFlags::DELTA_UNIT);
+            out.push((b.map_readable().unwrap().to_vec(), delta));
+        }
+    }
+    (harness, out)
+}
+
+fn is_inter(p: &[u8]) -> bool {
+    codec::bitstream::parse_packet(p).unwrap().header.is_inter()
+}
+
+#[test]
+fn streams_are_inter_coded_by_default_and_decode_exactly() {
+    init();
+    let props = [("keyframe-interval", "0"), ("refresh-frames", "4")];
+    let (harness, packets) = encode_stream(&props, 256, 192, 8, &[3, 4], None);
+    assert_eq!(packets.len(), 8);
+    for (i, (p, delta)) in packets.iter().enumerate() {
+        // The first packet is the only keyframe (a sync point), the rest are inter packets.
+        assert_eq!(is_inter(p), i > 0, "packet {i}");
+        assert_eq!(*delta, i > 0, "DELTA_UNIT of packet {i}");
+    }
+    let e = harness.element().unwrap();
+    assert_eq!(u64_prop(&e, "frames-intra"), 1);
+    assert!(e.property::<String>("last-frame-type").starts_with("inter"));
+    // An unchanged frame (7 repeats 6) costs far less than the keyframe.
+    let sizes: Vec<usize> = packets.iter().map(|p| p.0.len()).collect();
+    assert!(packets[7].0.len() < packets[0].0.len(), "{sizes:?}");
+    let mut h = decoder_harness(&tiny());
+    let mut frames = Vec::new();
+    for (i, (p, _)) in packets.iter().enumerate() {
+        h.push(packet_buffer(p, i as u64)).unwrap();
+        frames.push(h.pull().unwrap().map_readable().unwrap().to_vec());
+    }
+    let d = h.element().unwrap();
+    assert_eq!(u64_prop(&d, "frames-decoded"), 8);
+    assert_eq!(u64_prop(&d, "frames-concealed"), 0);
+    assert_eq!(u64_prop(&d, "frames-lost"), 0);
+    // What the decoder shows for the last frame is what the core decodes for the stream.
+    let mut model = common::load(&common::tiny_model_dir());
+    let mut dec = codec::StreamDecoder::new();
+    let mut last = None;
+    for (p, _) in &packets {
+        last = Some(dec.decode(&mut model, p).unwrap());
+    }
+    let last = last.unwrap();
+    assert_eq!(last.status, codec::FrameStatus::Exact);
+    assert_eq!(frames[7], last.image.data);
+}
+
+#[test]
+fn keyframe_interval_and_force_key_unit_give_keyframes() {
+    init();
+    let props = [("keyframe-interval", "3")];
+    let (_h, packets) = encode_stream(&props, 48, 32, 7, &[], None);
+    let intra: Vec<usize> = (0..packets.len())
+        .filter(|&i| !is_inter(&packets[i].0))
+        .collect();
+    assert_eq!(intra, vec![0, 3, 6]);
+    let props = [("keyframe-interval", "0")];
+    let (_h, packets) = encode_stream(&props, 48, 32, 6, &[], Some(4));
+    let intra: Vec<usize> = (0..packets.len())
+        .filter(|&i| !is_inter(&packets[i].0))
+        .collect();
+    assert_eq!(intra, vec![0, 4], "force-key-unit before frame 4");
+    assert!(!packets[4].1, "the forced keyframe is a sync point");
+}
+
+#[test]
+fn decoder_conceals_loss_and_reordering_then_is_exact_after_a_refresh() {
+    init();
+    let props = [("keyframe-interval", "0"), ("refresh-frames", "3")];
+    let (_h, packets) = encode_stream(&props, 64, 48, 16, &[2, 3, 4, 5, 6], None);
+    // Packet 3 is lost, 5 and 6 arrive swapped, 8 twice.
+    let order = [0, 1, 2, 4, 6, 5, 7, 8, 8, 9, 10, 11, 12, 13, 14, 15];
+    let mut h = decoder_harness(&tiny());
+    for (i, &k) in order.iter().enumerate() {
+        h.push(packet_buffer(&packets[k].0, i as u64)).unwrap();
+    }
+    let d = h.element().unwrap();
+    let (decoded, concealed, dropped) = (
+        u64_prop(&d, "frames-decoded"),
+        u64_prop(&d, "frames-concealed"),
+        u64_prop(&d, "frames-dropped"),
+    );
+    assert_eq!(decoded + dropped, order.len() as u64);
+    assert!(concealed >= 3, "{concealed} concealed");
+    assert_eq!(u64_prop(&d, "frames-lost"), 1);
+    // The last frame is exact: equal to a receiver that got every packet.
+    let mut last = None;
+    while let Some(b) = h.try_pull() {
+        last = Some(b.map_readable().unwrap().to_vec());
+    }
+    let mut model = common::load(&common::tiny_model_dir());
+    let mut dec = codec::StreamDecoder::new();
+    let mut want = None;
+    for (p, _) in &packets {
+        want = Some(dec.decode(&mut model, p).unwrap().image.data);
+    }
+    assert_eq!(last, want);
 }

@@ -31,7 +31,7 @@ fn grids(rows: usize, cols: usize, pct: u32, seed: u32) -> (TokenGrid, TokenGrid
     let mut a = vec![0u16; rows * cols];
     for r in 0..rows {
         for c in 0..cols {
-            a[r * cols + c] = if c > 0 && rng(&mut s) % 3 > 0 {
+            a[r * cols + c] = if c > 0 && !rng(&mut s).is_multiple_of(3) {
                 a[r * cols + c - 1]
             } else {
                 (rng(&mut s) % 256) as u16
@@ -80,14 +80,14 @@ fn inter_packet_round_trip_is_exact_with_any_thread_count() {
         let mut c = codec_with_threads(threads);
         let (p, state) = c.encode_inter(&reference, &frame, 3, 6).unwrap();
         // Changed tokens and the refresh band take the new values, the rest keeps the old ones.
-        for pos in 0..a.tokens.len() {
+        for (pos, &got) in state.grid.tokens.iter().enumerate() {
             let in_band = (4..8).contains(&(pos / 20));
             let want = if changed[pos] || in_band {
                 b.tokens[pos]
             } else {
                 a.tokens[pos]
             };
-            assert_eq!(state.grid.tokens[pos], want, "position {pos}");
+            assert_eq!(got, want, "position {pos}");
         }
         assert_eq!(state.colour.as_ref(), Some(&colour_b));
         let d = c.decode_inter(&p.bytes, &reference, false).unwrap();

@@ -103,17 +103,23 @@ impl ModelSet {
 
     /// Decodes a packet with the model it names.
     pub fn decode(&mut self, packet: &[u8]) -> Result<DecodedFrame> {
+        self.model_for(packet)?.decode(packet)
+    }
+
+    /// The model a packet names (a model-mismatch error when none of the set).
+    pub fn model_for(&mut self, packet: &[u8]) -> Result<&mut Model> {
         let id = parse_packet(packet)?.header.model_id;
+        let ids = self
+            .models
+            .iter()
+            .map(|m| m.model_id().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
         match self.models.iter_mut().find(|m| m.model_id() == id) {
-            Some(m) => m.decode(packet),
+            Some(m) => Ok(m),
             None => Err(PacketError::ModelMismatch {
                 packet_model: id.to_string(),
-                decoder_model: self
-                    .models
-                    .iter()
-                    .map(|m| m.model_id().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                decoder_model: ids,
             }
             .into()),
         }

@@ -166,18 +166,28 @@ impl StreamEncoder {
         self.force_key = true;
     }
 
-    /// Frame counter the next frame gets.
+    /// Frame counter the next packet gets.
     pub fn next_frame(&self) -> u32 {
         self.frame
+    }
+
+    /// Sets the frame counter of the next packet (a sender that restarts its encoder keeps
+    /// counting).
+    pub fn set_next_frame(&mut self, frame: u32) {
+        self.frame = frame;
     }
 
     /// Codes the next frame. `Err(Error::BudgetTooSmall)` means the frame was skipped (no
     /// packet; the stream goes on and the next packet refers to the last one sent).
     pub fn encode(&mut self, model: &mut Model, image: &RgbImage) -> Result<StreamPacket> {
+        // The frame counter counts packets: a skipped frame leaves no gap a receiver would
+        // count as lost.
         let frame = self.frame;
-        self.frame = self.frame.wrapping_add(1);
         let budget = self.budget();
         let result = self.encode_frame(model, image, frame, budget);
+        if result.is_ok() {
+            self.frame = self.frame.wrapping_add(1);
+        }
         if let Some(b) = self.bucket.as_mut() {
             let spent = result.as_ref().map_or(0, |p| p.packet.bytes.len()) as f64;
             b.level = (b.level + b.per_frame - spent).min(b.size);
@@ -401,9 +411,9 @@ impl StreamEncoder {
         };
         // The anchor follows what was sent.
         let anchor = self.anchor.as_mut().expect("anchor");
-        for p in 0..rows * cols {
+        for (p, &c) in changed.iter().enumerate() {
             let r = p / cols;
-            if changed[p] || (r >= band.0 && r < band.1) {
+            if c || (r >= band.0 && r < band.1) {
                 copy_block(anchor, image, r, p % cols);
             }
         }
@@ -587,14 +597,25 @@ impl StreamDecoder {
     fn decode_inner(&mut self, model: &mut Model, data: &[u8]) -> Result<StreamFrame> {
         let header = super::bitstream::parse_packet(data)?.header;
         let Some(inter) = header.inter else {
-            model.token_codec().set_regen(RegenMode::Argmax);
             let f = model.decode(data)?;
             let h = &f.tokens.header;
+            // The stream goes on from the grid the sender assumes: tokens that were not sent
+            // regenerated with argmax, whatever mode the picture was regenerated with.
+            let grid = if f.tokens.coded.iter().all(|&c| c) || f.tokens.regen == RegenMode::Argmax {
+                f.tokens.grid.clone()
+            } else {
+                let codec = model.token_codec();
+                let regen = codec.regen();
+                codec.set_regen(RegenMode::Argmax);
+                let argmax = codec.decode(data);
+                codec.set_regen(regen);
+                argmax?.grid
+            };
             self.reference = Some(Reference::intra(
                 h.frame,
                 h.width,
                 h.height,
-                f.tokens.grid.clone(),
+                grid,
                 f.tokens.colour.clone(),
             ));
             if !self.synced && self.last_image.is_some() {

@@ -375,7 +375,7 @@ fn check_band(
     colour: Option<&ColourThumb>,
 ) -> std::result::Result<(), PacketError> {
     let a = band_alignment(colour);
-    let aligned = |t: usize| t % a == 0 || t == rows;
+    let aligned = |t: usize| t.is_multiple_of(a) || t == rows;
     if band.0 > band.1 || band.1 > rows || !aligned(band.0) || !aligned(band.1) {
         return Err(PacketError::BadInter(format!(
             "refresh band rows {}..{} do not fit a grid of {rows} rows (alignment {a})",

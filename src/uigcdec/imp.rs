@@ -53,8 +53,13 @@ struct Stats {
     decoded: u64,
     dropped: u64,
     lost: u64,
+    concealed: u64,
     total_time: Duration,
 }
+
+/// Most streams (stream ids) one decoder follows at once; the least recently heard is
+/// forgotten first, so a flood of stream ids cannot grow memory.
+const MAX_STREAMS: usize = 64;
 
 struct State {
     model: codec::ModelSet,
@@ -62,7 +67,36 @@ struct State {
     input_state:
         Option<gst_video::VideoCodecState<'static, gst_video::video_codec_state::Readable>>,
     losses: LossCounter,
+    /// Per stream id: its receiver state and when it was last heard (packet count).
+    streams: std::collections::HashMap<u32, (codec::StreamDecoder, u64)>,
+    packets: u64,
     reported_latency: Option<gst::ClockTime>,
+}
+
+impl State {
+    /// Decodes one packet with its stream's receiver state (made on first sight).
+    fn decode(&mut self, data: &[u8]) -> codec::Result<codec::StreamFrame> {
+        let id = codec::bitstream::parse_packet(data)?.header.stream_id;
+        self.packets += 1;
+        if !self.streams.contains_key(&id) && self.streams.len() >= MAX_STREAMS {
+            if let Some(oldest) = self
+                .streams
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| *k)
+            {
+                self.streams.remove(&oldest);
+            }
+        }
+        let packets = self.packets;
+        let entry = self
+            .streams
+            .entry(id)
+            .or_insert_with(|| (codec::StreamDecoder::new(), packets));
+        entry.1 = packets;
+        let model = self.model.model_for(data)?;
+        entry.0.decode(model, data)
+    }
 }
 
 #[derive(Default)]
@@ -228,6 +262,16 @@ impl ObjectImpl for UigcDec {
                     )
                     .read_only()
                     .build(),
+                glib::ParamSpecUInt64::builder("frames-concealed")
+                    .nick("Frames concealed")
+                    .blurb(
+                        "Frames shown that are not exactly the sender's since the element \
+                         started: inter packets after a loss, shown with the rows the gradual \
+                         refresh has made exact so far, or the last picture again (included in \
+                         frames-decoded)",
+                    )
+                    .read_only()
+                    .build(),
                 glib::ParamSpecUInt64::builder("frames-lost")
                     .nick("Frames lost")
                     .blurb(
@@ -273,6 +317,7 @@ impl ObjectImpl for UigcDec {
             "frames-decoded" => stats.decoded.to_value(),
             "frames-dropped" => stats.dropped.to_value(),
             "frames-lost" => stats.lost.to_value(),
+            "frames-concealed" => stats.concealed.to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -342,6 +387,8 @@ impl VideoDecoderImpl for UigcDec {
             model_desc,
             input_state: None,
             losses: LossCounter::default(),
+            streams: Default::default(),
+            packets: 0,
             reported_latency: None,
         });
         Ok(())
@@ -378,7 +425,7 @@ impl VideoDecoderImpl for UigcDec {
                 gst::element_imp_error!(self, gst::CoreError::Failed, ["Failed to map input"]);
                 gst::FlowError::Error
             })?;
-            state.model.decode(map.as_slice())
+            state.decode(map.as_slice())
         };
         let decoded = match decoded {
             Ok(d) => d,
@@ -388,7 +435,9 @@ impl VideoDecoderImpl for UigcDec {
                 return self.reject(frame, &e, &desc);
             }
         };
-        let header = &decoded.tokens.header;
+        let header = codec::bitstream::parse_packet(&frame_bytes(&frame)?)
+            .map_err(|_| gst::FlowError::Error)?
+            .header;
         let lost = state.losses.record(header.stream_id, header.frame);
         let input_state = state.input_state.clone();
         drop(guard);
@@ -419,15 +468,19 @@ impl VideoDecoderImpl for UigcDec {
             stats.decoded += 1;
             stats.total_time += t0.elapsed();
             stats.lost = stats.lost.saturating_add_signed(lost);
+            if decoded.status != codec::FrameStatus::Exact {
+                stats.concealed += 1;
+            }
         }
         gst::log!(
             CAT,
             imp = self,
-            "Packet {} (stream {}, counter {}, {} stages): {}x{} in {:?}",
+            "Packet {} (stream {}, counter {}, {}, {:?}): {}x{} in {:?}",
             frame.system_frame_number(),
             header.stream_id,
             header.frame,
-            header.stages,
+            decoded.kind.as_str(),
+            decoded.status,
             image.width,
             image.height,
             t0.elapsed()
@@ -436,4 +489,11 @@ impl VideoDecoderImpl for UigcDec {
         self.update_latency();
         res
     }
+}
+
+/// The bytes of a frame's input buffer.
+fn frame_bytes(frame: &gst_video::VideoCodecFrame) -> Result<Vec<u8>, gst::FlowError> {
+    let input = frame.input_buffer().ok_or(gst::FlowError::Error)?;
+    let map = input.map_readable().map_err(|_| gst::FlowError::Error)?;
+    Ok(map.as_slice().to_vec())
 }

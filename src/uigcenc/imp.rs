@@ -30,6 +30,9 @@ const DEFAULT_REGEN: &str = "argmax";
 const DEFAULT_COLOUR: &str = "auto";
 const DEFAULT_TARGET_BITRATE: u32 = 0;
 const DEFAULT_MAX_FRAME_BYTES: u32 = 0;
+const DEFAULT_KEYFRAME_INTERVAL: u32 = 0;
+const DEFAULT_REFRESH_FRAMES: u32 = codec::stream::DEFAULT_REFRESH_FRAMES;
+const DEFAULT_CHANGE_THRESHOLD: f64 = codec::stream::DEFAULT_CHANGE_THRESHOLD as f64;
 /// Frame rate assumed by `target-bitrate` when neither the caps nor the buffers give one.
 const FALLBACK_FPS: f64 = 30.0;
 /// Largest frame side the packet format carries.
@@ -47,6 +50,9 @@ struct Settings {
     regen: String,
     target_bitrate: u32,
     max_frame_bytes: u32,
+    keyframe_interval: u32,
+    refresh_frames: u32,
+    change_threshold: f64,
 }
 
 impl Default for Settings {
@@ -62,7 +68,22 @@ impl Default for Settings {
             regen: DEFAULT_REGEN.into(),
             target_bitrate: DEFAULT_TARGET_BITRATE,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            keyframe_interval: DEFAULT_KEYFRAME_INTERVAL,
+            refresh_frames: DEFAULT_REFRESH_FRAMES,
+            change_threshold: DEFAULT_CHANGE_THRESHOLD,
         }
+    }
+}
+
+impl Settings {
+    /// Whether frames are coded as a stream (inter packets): the default. Still-image
+    /// settings keep every packet intra: `keyframe-interval=1`, a keep policy below all
+    /// tokens, dense packets, or several models (the codebook choice is per frame).
+    fn inter(&self, models: usize) -> bool {
+        self.keyframe_interval != 1
+            && self.keep == Keep::All
+            && self.density != Density::Dense
+            && models == 1
     }
 }
 
@@ -72,7 +93,9 @@ struct Stats {
     last_bpp: f64,
     last_stages: u32,
     last_policy: String,
+    last_type: String,
     frames_encoded: u64,
+    frames_intra: u64,
     frames_dropped: u64,
     /// Frames timed (encoded or dropped for the budget) and their total time.
     timed: u64,
@@ -103,6 +126,8 @@ struct State {
     video: Option<Video>,
     /// Frame counter of the next packet (counts packets sent).
     frame: u32,
+    /// The stream coder and the settings it was made with.
+    stream: Option<(codec::StreamConfig, codec::StreamEncoder)>,
     reported_latency: Option<gst::ClockTime>,
 }
 
@@ -158,7 +183,20 @@ impl UigcEnc {
         })
     }
 
-    /// Bytes one frame may use: the smaller of `max-frame-bytes` and `target-bitrate` / fps.
+    /// Frame rate from the caps, else the buffer duration, else [`FALLBACK_FPS`].
+    fn fps(info: &gst_video::VideoInfo, duration: Option<gst::ClockTime>) -> f64 {
+        let fps = info.fps();
+        if fps.numer() > 0 && fps.denom() > 0 {
+            fps.numer() as f64 / fps.denom() as f64
+        } else if let Some(d) = duration.filter(|d| !d.is_zero()) {
+            1e9 / d.nseconds() as f64
+        } else {
+            FALLBACK_FPS
+        }
+    }
+
+    /// Bytes one intra frame may use: the smaller of `max-frame-bytes` and `target-bitrate` /
+    /// fps (streams use a leaky bucket instead, see [`codec::StreamEncoder`]).
     fn budget(
         settings: &Settings,
         info: &gst_video::VideoInfo,
@@ -169,14 +207,7 @@ impl UigcEnc {
             budget = Some(settings.max_frame_bytes as usize);
         }
         if settings.target_bitrate > 0 {
-            let fps = info.fps();
-            let fps = if fps.numer() > 0 && fps.denom() > 0 {
-                fps.numer() as f64 / fps.denom() as f64
-            } else if let Some(d) = duration.filter(|d| !d.is_zero()) {
-                1e9 / d.nseconds() as f64
-            } else {
-                FALLBACK_FPS
-            };
+            let fps = Self::fps(info, duration);
             let bytes = (settings.target_bitrate as f64 / 8.0 / fps).floor() as usize;
             budget = Some(budget.map_or(bytes, |b: usize| b.min(bytes)));
         }
@@ -301,6 +332,51 @@ impl ObjectImpl for UigcEnc {
                     .default_value(DEFAULT_MAX_FRAME_BYTES)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecUInt::builder("keyframe-interval")
+                    .nick("Keyframe interval")
+                    .blurb(
+                        "An intra frame every N frames; 0 = only the first (after a size \
+                         change and on a force-key-unit request), the gradual refresh recovers \
+                         from loss; 1 = every frame intra (stills, no inter packets)",
+                    )
+                    .default_value(DEFAULT_KEYFRAME_INTERVAL)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("refresh-frames")
+                    .nick("Refresh frames")
+                    .blurb(
+                        "Frames per gradual-refresh cycle: every token row is re-sent intra \
+                         once per cycle, a band per frame, so a receiver that lost packets is \
+                         exact again without a keyframe (0 = off)",
+                    )
+                    .default_value(DEFAULT_REFRESH_FRAMES)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("change-threshold")
+                    .nick("Change threshold")
+                    .blurb(
+                        "Inter frames re-send a token whose codeword changed only when its \
+                         16x16 block moved by this mean absolute difference (8-bit levels) \
+                         since it was last sent: higher = fewer bytes, sensor noise ignored",
+                    )
+                    .minimum(0.0)
+                    .maximum(255.0)
+                    .default_value(DEFAULT_CHANGE_THRESHOLD)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecString::builder("last-frame-type")
+                    .nick("Last frame type")
+                    .blurb(
+                        "intra or inter, with the tokens sent and held back and the refresh \
+                         rows of the last packet",
+                    )
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("frames-intra")
+                    .nick("Intra frames")
+                    .blurb("Intra packets (keyframes) sent since the element started")
+                    .read_only()
+                    .build(),
                 glib::ParamSpecUInt::builder("last-frame-bytes")
                     .nick("Last frame bytes")
                     .blurb("Size of the last packet in bytes (0 when it was dropped)")
@@ -375,6 +451,15 @@ impl ObjectImpl for UigcEnc {
             "max-frame-bytes" => {
                 settings.max_frame_bytes = value.get().expect("type checked upstream")
             }
+            "keyframe-interval" => {
+                settings.keyframe_interval = value.get().expect("type checked upstream")
+            }
+            "refresh-frames" => {
+                settings.refresh_frames = value.get().expect("type checked upstream")
+            }
+            "change-threshold" => {
+                settings.change_threshold = value.get().expect("type checked upstream")
+            }
             other => unreachable!("unknown property {other}"),
         }
         gst::debug!(CAT, imp = self, "Set {} = {:?}", pspec.name(), value);
@@ -394,6 +479,11 @@ impl ObjectImpl for UigcEnc {
             "regen" => settings.regen.to_value(),
             "target-bitrate" => settings.target_bitrate.to_value(),
             "max-frame-bytes" => settings.max_frame_bytes.to_value(),
+            "keyframe-interval" => settings.keyframe_interval.to_value(),
+            "refresh-frames" => settings.refresh_frames.to_value(),
+            "change-threshold" => settings.change_threshold.to_value(),
+            "last-frame-type" => stats.last_type.to_value(),
+            "frames-intra" => stats.frames_intra.to_value(),
             "last-frame-bytes" => stats.last_bytes.to_value(),
             "last-frame-bpp" => stats.last_bpp.to_value(),
             "last-frame-stages" => stats.last_stages.to_value(),
@@ -491,6 +581,7 @@ impl VideoEncoderImpl for UigcEnc {
             model,
             video: None,
             frame: 0,
+            stream: None,
             reported_latency: None,
         });
         Ok(())
@@ -581,6 +672,14 @@ impl VideoEncoderImpl for UigcEnc {
             let input = frame.input_buffer().ok_or(gst::FlowError::Error)?;
             self.to_rgb(video, input)?
         };
+        if settings.inter(state.model.models().len()) {
+            let fps = Self::fps(&video.info, frame.duration());
+            let force = frame
+                .flags()
+                .contains(gst_video::VideoCodecFrameFlags::FORCE_KEYFRAME);
+            drop(guard);
+            return self.handle_stream_frame(frame, &settings, fps, force, image, t0);
+        }
         let max_stages = super::keep_to_stages(settings.keep, state.levels).min(state.num_stages);
         let params = FrameParams {
             stream_id: settings.stream_id,
@@ -670,9 +769,121 @@ impl VideoEncoderImpl for UigcEnc {
             elapsed
         );
 
+        {
+            let mut stats = lock(&self.stats);
+            stats.frames_intra += 1;
+            stats.last_type = "intra".into();
+        }
         frame.set_flags(gst_video::VideoCodecFrameFlags::SYNC_POINT);
         frame.set_output_buffer(gst::Buffer::from_mut_slice(packet.bytes));
         let res = obj.finish_frame(frame);
+        self.update_latency();
+        res
+    }
+}
+
+impl UigcEnc {
+    /// A frame of a stream: intra or inter packets from the core's [`codec::StreamEncoder`]
+    /// (made anew, keeping the frame counter and starting with a keyframe, when a stream
+    /// setting changes).
+    fn handle_stream_frame(
+        &self,
+        mut frame: gst_video::VideoCodecFrame,
+        settings: &Settings,
+        fps: f64,
+        force: bool,
+        image: RgbImage,
+        t0: Instant,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let config = codec::StreamConfig {
+            stream_id: settings.stream_id,
+            keyframe_interval: settings.keyframe_interval,
+            refresh_frames: settings.refresh_frames,
+            change_threshold: settings.change_threshold as f32,
+            colour: settings.colour,
+            max_frame_bytes: (settings.max_frame_bytes > 0)
+                .then_some(settings.max_frame_bytes as usize),
+            target_bitrate: (settings.target_bitrate > 0).then_some(settings.target_bitrate),
+            fps,
+            ..Default::default()
+        };
+        let mut guard = lock(&self.state);
+        let state = guard.as_mut().ok_or(gst::FlowError::NotNegotiated)?;
+        if state.stream.as_ref().is_none_or(|(c, _)| *c != config) {
+            let mut enc = codec::StreamEncoder::new(config).map_err(|e| {
+                gst::element_imp_error!(self, gst::LibraryError::Settings, ("{e}"));
+                gst::FlowError::Error
+            })?;
+            enc.set_next_frame(state.frame);
+            gst::debug!(CAT, imp = self, "New stream coder: {config:?}");
+            state.stream = Some((config, enc));
+        }
+        let (_, enc) = state.stream.as_mut().expect("stream coder");
+        if force {
+            gst::debug!(CAT, imp = self, "Keyframe requested");
+            enc.force_keyframe();
+        }
+        let result = enc.encode(state.model.primary(), &image);
+        state.frame = enc.next_frame();
+        drop(guard);
+        let elapsed = t0.elapsed();
+        {
+            let mut stats = lock(&self.stats);
+            stats.timed += 1;
+            stats.total_time += elapsed;
+        }
+        let p = match result {
+            Ok(p) => p,
+            Err(codec::Error::BudgetTooSmall { budget, min }) => {
+                return self.drop_frame(
+                    frame,
+                    &format!("over budget ({budget} bytes, smallest packet {min})"),
+                );
+            }
+            Err(e) => {
+                gst::element_imp_error!(self, gst::StreamError::Encode, ("Encoding failed: {e}"));
+                return Err(gst::FlowError::Error);
+            }
+        };
+        let h = &p.packet.header;
+        let bytes = p.packet.bytes.len();
+        {
+            let mut stats = lock(&self.stats);
+            stats.frames_encoded += 1;
+            stats.last_bytes = bytes as u32;
+            stats.last_bpp = bytes as f64 * 8.0 / (h.width as f64 * h.height as f64);
+            stats.last_stages = h.stages as u32;
+            stats.last_type = format!(
+                "{}: {} tokens sent, {} held, {} refresh rows",
+                p.kind.as_str(),
+                p.sent_tokens,
+                p.held_tokens,
+                p.refresh_rows
+            );
+            stats.last_policy = match (p.budget, p.bucket) {
+                (Some(b), Some(level)) => format!("stream, budget {b} B, bucket {level:.0} B"),
+                (Some(b), None) => format!("stream, budget {b} B"),
+                _ => "stream".into(),
+            };
+            if p.kind == codec::FrameKind::Intra {
+                stats.frames_intra += 1;
+            }
+        }
+        gst::log!(
+            CAT,
+            imp = self,
+            "Frame {} (counter {}): {} packet of {bytes} bytes, {} tokens sent, {:?}",
+            frame.system_frame_number(),
+            h.frame,
+            p.kind.as_str(),
+            p.sent_tokens,
+            elapsed
+        );
+        if p.kind == codec::FrameKind::Intra {
+            frame.set_flags(gst_video::VideoCodecFrameFlags::SYNC_POINT);
+        }
+        frame.set_output_buffer(gst::Buffer::from_mut_slice(p.packet.bytes));
+        let res = self.obj().finish_frame(frame);
         self.update_latency();
         res
     }
