@@ -39,13 +39,24 @@ for img in "${imgs[@]}"; do
   "$x86" encode "$img" -o "$work/$name.q.uigc" --model "$model" --keep quarter --extra 20 >/dev/null 2>&1
   packets+=("$work/$name.all.uigc" "$work/$name.300.uigc" "$work/$name.q.uigc")
 done
+# A camera stream: an intra packet, then inter packets (changed tokens, refresh bands, colour).
+frames=()
+if [ -d ../shared/data/kodak ]; then
+  k=../shared/data/kodak
+  frames=("$k/kodim01.png" "$k/kodim01.png" "$k/kodim02.png" "$k/kodim03.png" "$k/kodim03.png")
+else
+  frames=(docs/sample/kodim23.png docs/sample/kodim23.png)
+fi
+"$x86" stream-encode "${frames[@]}" -o "$work/stream.uigcs" --model "$model" --refresh-frames 3 \
+  --change-threshold 0 >/dev/null 2>&1
+packets+=("$work/stream.uigcs")
 fail=0
 for regen in argmax iterative:3 sample:2; do
   "$x86" tokens "${packets[@]}" --model "$model" --regen "$regen" --threads 2 > "$work/x86.txt"
   qemu-aarch64-static -L /usr/aarch64-linux-gnu "$arm" tokens "${packets[@]}" --model "$model" \
     --regen "$regen" --threads 1 > "$work/arm.txt"
   if cmp -s "$work/x86.txt" "$work/arm.txt"; then
-    echo "[cross] $regen: ${#packets[@]} packets decode to identical token grids on x86-64 and aarch64"
+    echo "[cross] $regen: ${#packets[@]} packet files ($(wc -l < "$work/x86.txt") grids, inter packets included) decode to identical token grids on x86-64 and aarch64"
   else
     echo "[cross] $regen: MISMATCH between x86-64 and aarch64" >&2
     diff <(cut -c1-120 "$work/x86.txt") <(cut -c1-120 "$work/arm.txt") >&2 || true

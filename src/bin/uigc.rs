@@ -442,20 +442,27 @@ fn run(cli: Cli) -> Result<(), String> {
                 codec::token_codec_with_threads(&bundle, threads).map_err(|e| e.to_string())?;
             tc.set_regen(regen);
             for input in inputs {
-                let bytes =
-                    std::fs::read(&input).map_err(|e| format!("{}: {e}", input.display()))?;
-                let dec = tc
-                    .decode(&bytes)
-                    .map_err(|e| format!("{}: {e}", input.display()))?;
-                let g = &dec.grid;
-                let text: Vec<String> = g.tokens.iter().map(|t| t.to_string()).collect();
-                out!(
-                    "{} {}x{} {}",
-                    input.file_name().unwrap_or_default().to_string_lossy(),
-                    g.rows,
-                    g.cols,
-                    text.join(",")
-                );
+                let name = input.file_name().unwrap_or_default().to_string_lossy();
+                let grids = if input.extension().is_some_and(|e| e == "uigcs") {
+                    stream_grids(&mut tc, &read_stream(&input)?)
+                        .map_err(|e| format!("{}: {e}", input.display()))?
+                } else {
+                    let bytes =
+                        std::fs::read(&input).map_err(|e| format!("{}: {e}", input.display()))?;
+                    let dec = tc
+                        .decode(&bytes)
+                        .map_err(|e| format!("{}: {e}", input.display()))?;
+                    vec![dec.grid]
+                };
+                for (i, g) in grids.iter().enumerate() {
+                    let text: Vec<String> = g.tokens.iter().map(|t| t.to_string()).collect();
+                    let label = if grids.len() > 1 {
+                        format!("{name}#{i}")
+                    } else {
+                        name.to_string()
+                    };
+                    out!("{label} {}x{} {}", g.rows, g.cols, text.join(","));
+                }
             }
         }
         Command::Bench {
@@ -716,6 +723,28 @@ fn stream_encode(
         bytes as f64 * 8.0 / (pixels * files.len().max(1) as f64),
     );
     Ok(())
+}
+
+/// The token grid after each packet of a stream (intra and inter packets, in order, none lost).
+fn stream_grids(
+    tc: &mut codec::TokenCodec,
+    packets: &[Vec<u8>],
+) -> Result<Vec<codec::TokenGrid>, codec::Error> {
+    let mut reference: Option<codec::Reference> = None;
+    let mut out = Vec::with_capacity(packets.len());
+    for p in packets {
+        let header = bitstream::parse_packet(p)?.header;
+        let next = match (&reference, header.is_inter()) {
+            (Some(r), true) => tc.decode_inter(p, r, false)?.reference,
+            _ => {
+                let d = tc.decode(p)?;
+                codec::Reference::intra(header.frame, header.width, header.height, d.grid, d.colour)
+            }
+        };
+        out.push(next.grid.clone());
+        reference = Some(next);
+    }
+    Ok(out)
 }
 
 /// Splits a packet stream file into its packets (a truncated last record is an error).

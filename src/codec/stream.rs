@@ -276,28 +276,35 @@ impl StreamEncoder {
             }
             other => other?,
         };
-        // The receiver's grid: the sent tokens, the rest regenerated with argmax.
-        let regen = codec.regen();
-        codec.set_regen(RegenMode::Argmax);
-        let decoded = codec.decode(&packet.bytes);
-        codec.set_regen(regen);
-        let decoded = decoded?;
-        let all = decoded.coded.iter().all(|&c| c);
-        self.reference = Some(Reference::intra(
-            frame,
-            image.width,
-            image.height,
-            decoded.grid,
-            decoded.colour,
-        ));
-        // Regenerated tokens have no pixels behind them: an anchor that differs from any frame.
         let mut anchor = image.clone();
-        if !all {
+        let reference = if packet.coded_tokens == tokens.tokens.len() {
+            let colour = if packet.header.colour.is_some() {
+                thumb
+            } else {
+                None
+            };
+            Reference::intra(frame, image.width, image.height, tokens.clone(), colour)
+        } else {
+            // The receiver's grid: the sent tokens, the rest regenerated with argmax.
+            let regen = codec.regen();
+            codec.set_regen(RegenMode::Argmax);
+            let decoded = codec.decode(&packet.bytes);
+            codec.set_regen(regen);
+            let decoded = decoded?;
+            // Regenerated tokens have no pixels behind them: an anchor unlike any frame.
             let cols = tokens.cols;
             for (p, _) in decoded.coded.iter().enumerate().filter(|(_, &c)| !c) {
                 fill_block(&mut anchor, p / cols, p % cols, 0);
             }
-        }
+            Reference::intra(
+                frame,
+                image.width,
+                image.height,
+                decoded.grid,
+                decoded.colour,
+            )
+        };
+        self.reference = Some(reference);
         self.anchor = Some(anchor);
         self.since_key = 0;
         self.force_key = false;
