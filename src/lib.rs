@@ -15,6 +15,8 @@ pub mod codec;
 use gst::glib;
 
 #[cfg(feature = "gst")]
+mod element;
+#[cfg(feature = "gst")]
 mod uigcdec;
 #[cfg(feature = "gst")]
 mod uigcenc;

@@ -11,7 +11,7 @@ use gst_video::subclass::prelude::*;
 
 use super::LossCounter;
 use crate::codec;
-use crate::uigcenc::{
+use crate::element::{
     lock, model_properties, string_or, ExecutionProvider, DEFAULT_EP, DEFAULT_MODEL,
     DEFAULT_THREADS,
 };
@@ -154,7 +154,7 @@ impl UigcDec {
             }
             stats.total_time / stats.decoded.min(u32::MAX as u64) as u32
         };
-        let latency = crate::uigcenc::processing_latency(mean);
+        let latency = crate::element::processing_latency(mean);
         {
             let mut state = lock(&self.state);
             let Some(state) = state.as_mut() else { return };
@@ -375,7 +375,7 @@ impl VideoDecoderImpl for UigcDec {
             .parse()
             .map_err(|e: codec::Error| gst::error_msg!(gst::LibraryError::Settings, ("{e}")))?;
         let (mut model, model_desc) =
-            crate::uigcenc::load_models(&settings.model, settings.ep, settings.threads)?;
+            crate::element::load_models(&settings.model, settings.ep, settings.threads)?;
         for m in model.models_mut() {
             m.token_codec().set_regen(regen);
             m.token_codec().set_max_pixels(settings.max_pixels);

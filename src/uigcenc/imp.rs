@@ -9,11 +9,12 @@ use gst::subclass::prelude::*;
 use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 
-use super::{
-    lock, model_properties, string_or, Density, ExecutionProvider, Keep, DEFAULT_EP, DEFAULT_MODEL,
+use super::{Density, Keep};
+use crate::codec::{self, FrameParams, RgbImage};
+use crate::element::{
+    lock, model_properties, string_or, ExecutionProvider, DEFAULT_EP, DEFAULT_MODEL,
     DEFAULT_THREADS,
 };
-use crate::codec::{self, FrameParams, RgbImage};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -217,7 +218,7 @@ impl UigcEnc {
     /// Reports the processing time as latency once it outgrows what was reported.
     fn update_latency(&self) {
         let mean = lock(&self.stats).mean_time();
-        let latency = super::processing_latency(mean);
+        let latency = crate::element::processing_latency(mean);
         let mut state = lock(&self.state);
         let Some(state) = state.as_mut() else { return };
         if state.reported_latency.is_some_and(|r| latency <= r) {
@@ -571,7 +572,8 @@ impl VideoEncoderImpl for UigcEnc {
         if let Err(e) = settings.regen.parse::<codec::RegenMode>() {
             return Err(gst::error_msg!(gst::LibraryError::Settings, ("{e}")));
         }
-        let (mut model, desc) = super::load_models(&settings.model, settings.ep, settings.threads)?;
+        let (mut model, desc) =
+            crate::element::load_models(&settings.model, settings.ep, settings.threads)?;
         let schedule = model.primary().bundle().schedule;
         gst::info!(CAT, imp = self, "Loaded {desc}");
         *lock(&self.stats) = Stats::default();
