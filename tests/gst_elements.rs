@@ -371,6 +371,84 @@ fn decoder_counts_lost_frames_per_stream() {
     assert_eq!(u64_prop(&e, "frames-lost"), 4);
 }
 
+/// One sender, frames 0..=11, through a bad link: good, corrupt (bit flip, truncation, another
+/// model's id), duplicated and missing packets. Every packet that arrives counts once, in
+/// `frames-decoded` or `frames-dropped`; `frames-lost` counts the frames that never arrived,
+/// never a corrupt one a second time.
+#[test]
+fn decoder_counters_add_up_exactly_on_a_bad_link() {
+    init();
+    let (_h, p) = encode(encoder(&[]), "RGB", 32, 16, 12);
+    let flipped = |i: usize| {
+        let mut q = p[i].clone();
+        let n = q.len();
+        q[n - 3] ^= 0x10;
+        q
+    };
+    let truncated = |i: usize| p[i][..p[i].len() - 5].to_vec();
+    let other_model = |i: usize| {
+        let mut q = p[i].clone();
+        for b in &mut q[2..6] {
+            *b ^= 0xff;
+        }
+        q
+    };
+    enum Arrives {
+        Good,
+        Corrupt,
+    }
+    use Arrives::*;
+    // (what arrives, frame); frames 3, 7 and 8 never arrive.
+    let link: Vec<(Arrives, Vec<u8>)> = vec![
+        (Good, p[0].clone()),
+        (Good, p[1].clone()),
+        (Corrupt, flipped(2)),
+        (Good, p[4].clone()),
+        (Good, p[4].clone()),
+        (Corrupt, truncated(5)),
+        (Corrupt, flipped(6)),
+        (Good, p[9].clone()),
+        (Corrupt, other_model(10)),
+        (Good, p[11].clone()),
+        (Good, p[11].clone()),
+    ];
+    let mut h = decoder_harness(&tiny());
+    let mut shown = 0u64;
+    for (i, (_, bytes)) in link.iter().enumerate() {
+        assert_eq!(
+            h.push(packet_buffer(bytes, i as u64)),
+            Ok(gst::FlowSuccess::Ok)
+        );
+        while h.try_pull().is_some() {
+            shown += 1;
+        }
+    }
+    let good = link.iter().filter(|(a, _)| matches!(a, Good)).count() as u64;
+    let corrupt = link.len() as u64 - good;
+    let e = h.element().unwrap();
+    let (decoded, dropped, lost) = (
+        u64_prop(&e, "frames-decoded"),
+        u64_prop(&e, "frames-dropped"),
+        u64_prop(&e, "frames-lost"),
+    );
+    assert_eq!(
+        (decoded, dropped, lost),
+        (7, 4, 3),
+        "decoded, dropped, lost"
+    );
+    assert_eq!(decoded, good);
+    assert_eq!(dropped, corrupt);
+    assert_eq!(shown, decoded, "every decoded packet reaches the sink");
+    assert_eq!(
+        decoded + dropped,
+        link.len() as u64,
+        "every arrival counts once"
+    );
+    // 12 frames were sent: each distinct frame is decoded, dropped or lost, exactly once
+    // (frames 4 and 11 arrived twice).
+    assert_eq!(decoded - 2 + dropped + lost, 12);
+}
+
 #[test]
 fn wrong_model_packet_names_both_models_and_max_errors_decides() {
     init();

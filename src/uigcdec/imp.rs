@@ -62,6 +62,9 @@ struct State {
     input_state:
         Option<gst_video::VideoCodecState<'static, gst_video::video_codec_state::Readable>>,
     losses: LossCounter,
+    /// Packets dropped since the last decoded one: they arrived, so they fill the next gap in
+    /// the frame counter before anything is counted lost.
+    dropped_since_decoded: u64,
     reported_latency: Option<gst::ClockTime>,
 }
 
@@ -217,22 +220,29 @@ impl ObjectImpl for UigcDec {
                     .build(),
                 glib::ParamSpecUInt64::builder("frames-decoded")
                     .nick("Frames decoded")
-                    .blurb("Packets decoded into frames since the element started")
+                    .blurb(
+                        "Packets decoded into frames since the element started (a duplicated \
+                         packet is decoded and counted again)",
+                    )
                     .read_only()
                     .build(),
                 glib::ParamSpecUInt64::builder("frames-dropped")
                     .nick("Frames dropped")
                     .blurb(
-                        "Packets dropped since the element started: corrupt, truncated, \
-                         foreign or from another model",
+                        "Packets that arrived but were not decoded since the element started: \
+                         corrupt, truncated, foreign, too large or from another model. Every \
+                         packet received counts once in frames-decoded or frames-dropped",
                     )
                     .read_only()
                     .build(),
                 glib::ParamSpecUInt64::builder("frames-lost")
                     .nick("Frames lost")
                     .blurb(
-                        "Frames that never arrived since the element started: gaps in the \
-                         frame counter of each sender (stream id)",
+                        "Frames that never arrived since the element started: the gaps in the \
+                         frame counter of each sender (stream id) between decoded packets, less \
+                         the packets dropped in between (those arrived: they count in \
+                         frames-dropped only, never in both). A loss after the last decoded \
+                         packet is counted when the next one arrives",
                     )
                     .read_only()
                     .build(),
@@ -342,6 +352,7 @@ impl VideoDecoderImpl for UigcDec {
             model_desc,
             input_state: None,
             losses: LossCounter::default(),
+            dropped_since_decoded: 0,
             reported_latency: None,
         });
         Ok(())
@@ -383,13 +394,20 @@ impl VideoDecoderImpl for UigcDec {
         let decoded = match decoded {
             Ok(d) => d,
             Err(e) => {
+                state.dropped_since_decoded += 1;
                 let desc = state.model_desc.clone();
                 drop(guard);
                 return self.reject(frame, &e, &desc);
             }
         };
         let header = &decoded.tokens.header;
-        let lost = state.losses.record(header.stream_id, header.frame);
+        let mut lost = state.losses.record(header.stream_id, header.frame);
+        if lost > 0 {
+            // A dropped packet's own frame counter cannot be trusted, but it did arrive: the
+            // packets dropped since the last decoded one are taken to be frames of this gap.
+            lost -= lost.min(state.dropped_since_decoded as i64);
+        }
+        state.dropped_since_decoded = 0;
         let input_state = state.input_state.clone();
         drop(guard);
 
