@@ -17,6 +17,11 @@ pub fn tiny_model_b_dir() -> PathBuf {
     repo().join("tests/data/tiny-model-b")
 }
 
+/// A K=4 test bundle whose prior is nearly certain of token 0 (models/make_test_models.py).
+pub fn tiny_model_k4_dir() -> PathBuf {
+    repo().join("tests/data/tiny-model-k4")
+}
+
 /// The shipped default model, when it is in the tree.
 pub fn shipped_model_dir() -> Option<PathBuf> {
     let d = repo().join("models/uigc-small");
