@@ -76,8 +76,8 @@ fn fewer_stages_decode_with_regenerated_tokens() {
 /// from Rust: identical indices, decoded image within float tolerance.
 #[test]
 fn tokenizer_golden_vectors() {
-    let mut dirs = vec![tiny_model_dir(), tiny_model_b_dir()];
-    dirs.extend(shipped_model_dir());
+    let mut dirs = vec![tiny_model_dir(), tiny_model_b_dir(), tiny_model_k4_dir()];
+    dirs.extend(shipped_model_or_skip("tokenizer_golden_vectors"));
     for dir in dirs {
         let golden = dir.join("golden");
         let meta: serde_json_lite::Meta = serde_json_lite::read(&golden.join("golden.json"));

@@ -263,8 +263,9 @@ fn max_bytes_is_never_exceeded_and_uses_the_budget() {
 /// Issue acceptance: every Kodak packet fits 150, 300, 600 and 1200 bytes.
 #[test]
 fn kodak_packets_fit_every_budget() {
-    let Some(kodak) = kodak_dir() else { return };
-    let dir = shipped_model_dir().unwrap_or_else(int_dir);
+    let test = "kodak_packets_fit_every_budget";
+    let Some(kodak) = kodak_dir(test) else { return };
+    let dir = shipped_model_or_skip(test).unwrap_or_else(int_dir);
     let mut model = load(&dir);
     for i in 1..=24 {
         let img = read_png(&kodak.join(format!("kodim{i:02}.png")));
