@@ -592,29 +592,79 @@ fn encoder_drops_late_frames_under_qos() {
     assert!(h.try_pull().is_some());
 }
 
+/// Two codebooks (K=16 and K=4): the encoder picks the K=4 model under a small budget and the
+/// K=16 model under a large one, says which in `last-frame-policy`, and the packet names it; a
+/// decoder with both models decodes every packet, one with the other model only rejects them.
+/// The frames are flat grey: tiny-model-k4 maps them to its token 0, which its prior sends for
+/// nothing, while the K=16 model spends about 4 bits per token.
 #[test]
 fn several_models_encoder_picks_one_decoder_follows_the_packet() {
     init();
-    let b_dir = common::tiny_model_b_dir().display().to_string();
-    let both = format!("{},{}", tiny(), b_dir);
-    let (_h, full) = encode(encoder(&[]), "RGB", 96, 64, 1);
-    let cap = (full[0].len() / 2).to_string();
-    let enc = encoder(&[("model", &both), ("max-frame-bytes", &cap)]);
-    let (harness, packets) = encode(enc, "RGB", 96, 64, 3);
-    assert_eq!(packets.len(), 3);
-    assert!(packets.iter().all(|p| p.len() <= full[0].len() / 2));
-    let policy = harness
-        .element()
-        .unwrap()
-        .property::<String>("last-frame-policy");
-    assert!(policy.contains("tiny-model"), "{policy}");
-    // A decoder with both models decodes every packet; one with the other model only rejects.
+    let k4_dir = common::tiny_model_k4_dir().display().to_string();
+    let both = format!("{},{}", tiny(), k4_dir);
+    let grey = |enc: gst::Element| {
+        let mut h = Harness::with_element(&enc, Some("sink"), Some("src"));
+        let (caps, _) = raw_buffer("RGB", 96, 64, 0, 0);
+        h.set_src_caps(caps);
+        let mut out = Vec::new();
+        for i in 0..3u64 {
+            let mut buf = gst::Buffer::from_mut_slice(vec![128u8; 96 * 64 * 3]);
+            buf.get_mut()
+                .unwrap()
+                .set_pts(gst::ClockTime::from_mseconds(100 * i));
+            h.push(buf).unwrap();
+            out.push(h.pull().unwrap().map_readable().unwrap().to_vec());
+        }
+        (h, out)
+    };
+    let (_h, full) = grey(encoder(&[]));
+    let id_of = |p: &[u8]| codec::bitstream::parse_packet(p).unwrap().header.model_id;
+    let id_16 = common::load(&common::tiny_model_dir()).model_id();
+    let id_4 = common::load(&common::tiny_model_k4_dir()).model_id();
+    let mut all = Vec::new();
+    for (cap, name, id, only_other) in [
+        (14, "tiny-model-k4", id_4, tiny()),
+        (full[0].len(), "tiny-model", id_16, k4_dir.clone()),
+    ] {
+        let cap_s = cap.to_string();
+        let enc = encoder(&[("model", &both), ("max-frame-bytes", &cap_s)]);
+        let (harness, packets) = grey(enc);
+        assert!(packets.iter().all(|p| p.len() <= cap));
+        let policy = harness
+            .element()
+            .unwrap()
+            .property::<String>("last-frame-policy");
+        assert!(
+            packets.iter().all(|p| id_of(p) == id),
+            "cap {cap}: not {name}: {policy}, {:?} bytes",
+            packets.iter().map(|p| p.len()).collect::<Vec<_>>()
+        );
+        assert!(
+            policy.ends_with(&format!("({name})")),
+            "cap {cap}: {policy}"
+        );
+        // A decoder with the other model only rejects them, each counted once.
+        let mut other = decoder_harness(&only_other);
+        for (i, p) in packets.iter().enumerate() {
+            other.push(packet_buffer(p, i as u64)).unwrap();
+        }
+        assert!(
+            other.try_pull().is_none(),
+            "cap {cap}: decoded by {only_other}"
+        );
+        let e = other.element().unwrap();
+        assert_eq!(u64_prop(&e, "frames-dropped"), 3);
+        assert_eq!(u64_prop(&e, "frames-decoded"), 0);
+        all.extend(packets);
+    }
+    // A decoder with both models decodes every packet of either model.
     let mut set = decoder_harness(&both);
-    for (i, p) in packets.iter().enumerate() {
+    for (i, p) in all.iter().enumerate() {
         set.push(packet_buffer(p, i as u64)).unwrap();
         let _ = set.pull().unwrap();
     }
     assert_eq!(out_size(&set), (96, 64));
+    assert_eq!(u64_prop(&set.element().unwrap(), "frames-decoded"), 6);
     // An unloadable entry in the list fails at start, naming it.
     let bad = encoder(&[("model", &format!("{},/nonexistent/bundle", tiny()))]);
     let err = start_error(&bad);
