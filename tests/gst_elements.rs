@@ -8,6 +8,7 @@ use std::sync::Once;
 
 use gst::prelude::*;
 use gst_check::Harness;
+use gst_video::prelude::*;
 use gstuigc::codec;
 
 fn init() {
@@ -126,6 +127,47 @@ fn u64_prop(e: &gst::Element, name: &str) -> u64 {
     e.property::<u64>(name)
 }
 
+/// The tight RGB image (rows of `3 * w` bytes) that `raw_buffer(format, w, h, seed, 0)` shows:
+/// RGB rows are copied past their padding, other formats go through GStreamer's own converter
+/// to RGB (what a `videoconvert` in front of the encoder would give).
+fn reference_rgb(format: &str, w: u32, h: u32, seed: u32) -> codec::RgbImage {
+    let (caps, buf) = raw_buffer(format, w, h, seed, 0);
+    let info = gst_video::VideoInfo::from_caps(&caps).unwrap();
+    let rgb_info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, w, h)
+        .fps(info.fps())
+        .par(info.par())
+        .build()
+        .unwrap();
+    let src = gst_video::VideoFrame::from_buffer_readable(buf, &info).unwrap();
+    let rgb = if info.format() == gst_video::VideoFormat::Rgb {
+        src
+    } else {
+        let out = gst::Buffer::with_size(rgb_info.size()).unwrap();
+        let mut out = gst_video::VideoFrame::from_buffer_writable(out, &rgb_info).unwrap();
+        gst_video::VideoConverter::new(&info, &rgb_info, None)
+            .unwrap()
+            .frame(&src, &mut out);
+        let out = out.into_buffer();
+        gst_video::VideoFrame::from_buffer_readable(out, &rgb_info).unwrap()
+    };
+    tight_rgb(
+        rgb.plane_data(0).unwrap(),
+        rgb.plane_stride()[0] as usize,
+        w,
+        h,
+    )
+}
+
+/// Rows of `3 * w` bytes out of a plane of `stride`-byte rows.
+fn tight_rgb(plane: &[u8], stride: usize, w: u32, h: u32) -> codec::RgbImage {
+    let row = 3 * w as usize;
+    assert!(stride >= row);
+    let data = (0..h as usize)
+        .flat_map(|y| plane[y * stride..y * stride + row].iter().copied())
+        .collect();
+    codec::RgbImage::new(w, h, data).unwrap()
+}
+
 #[test]
 fn encodes_camera_formats_at_any_size_and_decodes_back() {
     init();
@@ -146,6 +188,63 @@ fn encodes_camera_formats_at_any_size_and_decodes_back() {
                 assert_eq!(d.tokens.header.frame, i as u32, "frame counter");
             }
         }
+    }
+}
+
+/// The pixels the encoder codes, not only the frame size: at widths whose RGB rows need padding
+/// to 4 bytes (17, 97: 51 and 291 bytes) and in every input format, the element's packet is the
+/// core's packet of the same frame as tight RGB. Reading rows at the wrong stride (or skipping a
+/// chroma plane's own stride) changes the packet.
+#[test]
+fn encoder_codes_the_pixels_of_padded_rows_in_every_format() {
+    init();
+    let mut model = common::load(&common::tiny_model_dir());
+    let params = codec::FrameParams {
+        colour: codec::Colour::Auto(codec::ColourParams::default()),
+        ..Default::default()
+    };
+    let mut wrong = Vec::new();
+    for format in [
+        "RGB", "I420", "NV12", "YUY2", "BGRx", "RGBx", "UYVY", "GRAY8",
+    ] {
+        for (w, h) in [(17, 41), (97, 33), (40, 24)] {
+            let (_h, packets) = encode(encoder(&[]), format, w, h, 1);
+            let img = reference_rgb(format, w, h, 0);
+            let direct = model.encode(&img, params).unwrap().packet.bytes;
+            if packets[0] != direct {
+                wrong.push(format!("{format} {w}x{h}"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "the element coded other pixels than the frame's: {wrong:?}"
+    );
+}
+
+/// The decoder writes every row of a padded RGB output at the output's stride: at widths 17 and
+/// 97 (rows of 51 and 291 bytes padded to 52 and 292) the frame is the core's decoded image.
+#[test]
+fn decoder_writes_padded_rows_at_the_output_stride() {
+    init();
+    let mut model = common::load(&common::tiny_model_dir());
+    for (w, h) in [(17, 41), (97, 33), (40, 24)] {
+        let (_h, packets) = encode(encoder(&[]), "I420", w, h, 1);
+        let mut dec = decoder_harness(&tiny());
+        dec.push(packet_buffer(&packets[0], 0)).unwrap();
+        let buf = dec.pull().unwrap();
+        let info = gst_video::VideoInfo::from_caps(&dec.sinkpad().unwrap().current_caps().unwrap())
+            .unwrap();
+        assert_eq!((info.width(), info.height()), (w, h));
+        let stride = info.stride()[0] as usize;
+        assert_eq!(stride, (3 * w as usize).div_ceil(4) * 4);
+        let map = buf.map_readable().unwrap();
+        let got = tight_rgb(&map, stride, w, h);
+        let want = model.decode(&packets[0]).unwrap().image;
+        assert!(
+            got == want,
+            "{w}x{h}: the element's frame is not the decoded image"
+        );
     }
 }
 
