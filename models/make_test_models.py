@@ -4,7 +4,14 @@
 They exist only for the Rust tests (fast, small, deterministic); they are not
 meant to compress anything well.
 
-    python models/make_test_models.py            # writes tests/data/tiny-model{,-b}/
+    python models/make_test_models.py            # writes tests/data/tiny-model{,-b,-k4}/
+    python models/make_test_models.py --only tiny-model-k4
+
+tiny-model and tiny-model-b: K=16, uniform-ish random unigram priors. tiny-model-k4: K=4 with a
+codebook whose entry 0 lies at the centre of the encoder's outputs and a unigram prior that is
+nearly certain of token 0, so it sends every token of a frame in a few bytes: under a small
+budget the model-set rate control (most index bits per 16x16 pixels) must choose it over the
+K=16 model, and under a large one the K=16 model (4 > 2 index bits per block).
 
 Encoder graph (opset 17):
     image f32[1,3,H,W] --Conv(3->C, k=16, s=16)--> z[1,C,h,w]
@@ -103,7 +110,8 @@ def golden_image(seed: int, h: int = 48, w: int = 64) -> np.ndarray:
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def make_tiny_bundle(out_dir: str, seed: int, k: int = 16, c: int = 4, name: str = "tiny-model") -> None:
+def make_tiny_bundle(out_dir: str, seed: int, k: int = 16, c: int = 4, name: str = "tiny-model",
+                     peaked: bool = False) -> None:
     os.makedirs(out_dir, exist_ok=True)
     rng = np.random.default_rng(seed)
     conv_w = rng.normal(0, 1.0 / np.sqrt(3 * 16 * 16), (c, 3, 16, 16)).astype(np.float32)
@@ -111,9 +119,15 @@ def make_tiny_bundle(out_dir: str, seed: int, k: int = 16, c: int = 4, name: str
     codebook = rng.normal(0, 0.6, (k, c)).astype(np.float32)
     deconv_w = rng.normal(0, 0.5, (c, 3, 16, 16)).astype(np.float32)
     deconv_b = rng.normal(0, 0.05, (3,)).astype(np.float32)
+    if peaked:
+        # Entry 0 at the encoder's bias (the output for a mid-grey patch), the others far away.
+        codebook[0] = conv_b
+        codebook[1:] *= 2.0
     onnx.save(make_encoder(conv_w, conv_b, codebook), os.path.join(out_dir, "tokenizer_encoder.onnx"))
     onnx.save(make_decoder(codebook, deconv_w, deconv_b), os.path.join(out_dir, "tokenizer_decoder.onnx"))
     prior_w = rng.integers(1, 1000, size=k)
+    if peaked:
+        prior_w = np.array([1_000_000] + [1] * (k - 1))
     write_prior_bin(os.path.join(out_dir, "prior.bin"), prior_w)
     write_manifest(out_dir, name=name, version="0.0.1", k=k)
     with open(os.path.join(out_dir, "MODEL_CARD.md"), "w") as f:
@@ -130,8 +144,18 @@ def make_tiny_bundle(out_dir: str, seed: int, k: int = 16, c: int = 4, name: str
     ref = d.argmin(-1)
     got = np.load(os.path.join(out_dir, "golden", "indices.npy"))[0]
     assert (ref == got).all(), "onnx encoder disagrees with numpy reference"
+    if peaked:
+        share = float((got == 0).mean())
+        assert share > 0.9, f"token 0 is only {share:.2f} of the golden indices"
     print(f"{out_dir}: K={k} unique tokens in golden={info['unique_indices']} "
           f"sizes={[os.path.getsize(os.path.join(out_dir, p)) for p in ('tokenizer_encoder.onnx', 'tokenizer_decoder.onnx', 'prior.bin')]}")
+
+
+BUNDLES = {
+    "tiny-model": dict(seed=1),
+    "tiny-model-b": dict(seed=2),
+    "tiny-model-k4": dict(seed=3, k=4, peaked=True),
+}
 
 
 def main(argv=None) -> int:
@@ -139,9 +163,11 @@ def main(argv=None) -> int:
     root = os.path.dirname(here)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out-root", default=os.path.join(root, "tests", "data"))
+    ap.add_argument("--only", choices=sorted(BUNDLES), help="write this bundle only")
     args = ap.parse_args(argv)
-    make_tiny_bundle(os.path.join(args.out_root, "tiny-model"), seed=1, name="tiny-model")
-    make_tiny_bundle(os.path.join(args.out_root, "tiny-model-b"), seed=2, name="tiny-model-b")
+    for name, kw in BUNDLES.items():
+        if args.only in (None, name):
+            make_tiny_bundle(os.path.join(args.out_root, name), name=name, **kw)
     return 0
 
 

@@ -76,8 +76,8 @@ fn fewer_stages_decode_with_regenerated_tokens() {
 /// from Rust: identical indices, decoded image within float tolerance.
 #[test]
 fn tokenizer_golden_vectors() {
-    let mut dirs = vec![tiny_model_dir(), tiny_model_b_dir()];
-    dirs.extend(shipped_model_dir());
+    let mut dirs = vec![tiny_model_dir(), tiny_model_b_dir(), tiny_model_k4_dir()];
+    dirs.extend(shipped_model_or_skip("tokenizer_golden_vectors"));
     for dir in dirs {
         let golden = dir.join("golden");
         let meta: serde_json_lite::Meta = serde_json_lite::read(&golden.join("golden.json"));
@@ -137,21 +137,164 @@ fn golden_dir() -> std::path::PathBuf {
     repo().join("tests/data/golden-packet")
 }
 
+fn read_u16(path: &std::path::Path) -> Vec<u16> {
+    std::fs::read(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect()
+}
+
+/// The committed input grid of both golden packets (models/make_golden_packets.py writes it from
+/// this formula: a 13x21 grid, a 330x200 frame, K = 16).
 fn golden_grid() -> TokenGrid {
-    // A fixed 13x21 grid (a 330x200 frame) with structure, K = 16.
     let (rows, cols) = (13, 21);
-    let tokens = (0..rows * cols)
+    let tokens = read_u16(&golden_dir().join("tokens.u16le"));
+    let formula: Vec<u16> = (0..rows * cols)
         .map(|i| (((i / cols) * 3 + (i % cols) * (i % 5)) % 16) as u16)
         .collect();
+    assert_eq!(tokens, formula, "tokens.u16le is not the documented grid");
     TokenGrid::new(rows, cols, tokens)
 }
 
-/// A committed packet decodes to its committed token grid, and encoding that grid again
-/// gives the same bytes. Regenerate (only on a deliberate format change) with
-/// `UIGC_REGEN_GOLDEN=1 cargo test --test codec_roundtrip golden_packet`.
+// --- docs/bitstream.md, transcribed by hand (no codec code) ----------------------------------
+
+/// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320, init and final XOR 0xFFFFFFFF), bit by
+/// bit.
+fn crc32_ieee(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Unsigned LEB128.
+fn varint(mut v: u32, out: &mut Vec<u8>) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// The stage of grid position (r, c) with `levels` levels: 0 on the lattice of step 2^levels,
+/// then per level l = levels..1 (step s = 2^l, half h) odd/odd, odd/even, even/odd.
+fn stage_of(r: usize, c: usize, levels: u32) -> usize {
+    if r.is_multiple_of(1 << levels) && c.is_multiple_of(1 << levels) {
+        return 0;
+    }
+    for (n, l) in (1..=levels).rev().enumerate() {
+        let (s, h) = (1usize << l, 1usize << (l - 1));
+        let base = 1 + 3 * n;
+        if r % s == h && c % s == h {
+            return base;
+        }
+        if r % s == h && c.is_multiple_of(s) {
+            return base + 1;
+        }
+        if r.is_multiple_of(s) && c % s == h {
+            return base + 2;
+        }
+    }
+    unreachable!("({r}, {c}) has no stage")
+}
+
+/// Raster indices of the positions of `stage`, in raster order.
+fn stage_positions(rows: usize, cols: usize, stage: usize) -> Vec<usize> {
+    (0..rows * cols)
+        .filter(|&i| stage_of(i / cols, i % cols, 3) == stage)
+        .collect()
+}
+
+/// model_id (docs/bundle.md): the first 4 bytes of SHA-256 over the manifest's identity text.
+fn model_id_by_hand(dir: &std::path::Path) -> [u8; 4] {
+    use sha2::Digest;
+    let m: toml::Table = std::fs::read_to_string(dir.join("manifest.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let sha = |t: &str| m[t]["sha256"].as_str().unwrap().to_owned();
+    let floats = |k: &str| {
+        let v: Vec<String> = m["pixels"][k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| format!("{:?}", x.as_float().unwrap() as f32))
+            .collect();
+        format!("[{}]", v.join(", "))
+    };
+    let text = format!(
+        "uigc-model\n{}\n{}\n{}:{}\n{}\n{}\n{}\n{}\n{}:{}\n",
+        m["codebook_size"].as_integer().unwrap(),
+        m["downsample"].as_integer().unwrap(),
+        m["schedule"]["kind"].as_str().unwrap(),
+        m["schedule"]["levels"].as_integer().unwrap(),
+        floats("mean"),
+        floats("std"),
+        sha("tokenizer_encoder"),
+        sha("tokenizer_decoder"),
+        m["prior"]["kind"].as_str().unwrap(),
+        sha("prior"),
+    );
+    sha2::Sha256::digest(text.as_bytes())[..4]
+        .try_into()
+        .unwrap()
+}
+
+/// The header of a 330x200 packet of version 1 with no colour thumbnail, up to and including its
+/// check value: CRC-32 over the header bytes before it and then `coded` (each token u16 LE),
+/// low 16 bits, little-endian.
+fn header_by_hand(
+    model: &std::path::Path,
+    flags: u8,
+    stream_id: u32,
+    frame: u32,
+    stages: u8,
+    coded: &[u16],
+) -> Vec<u8> {
+    let mut h = vec![0x55, 0x10 | flags];
+    h.extend(model_id_by_hand(model));
+    varint(stream_id, &mut h);
+    varint(frame, &mut h);
+    varint(330 - 1, &mut h);
+    varint(200 - 1, &mut h);
+    h.push(stages);
+    let mut covered = h.clone();
+    covered.extend(coded.iter().flat_map(|t| t.to_le_bytes()));
+    let check = (crc32_ieee(&covered) & 0xffff) as u16;
+    h.extend(check.to_le_bytes());
+    h
+}
+
+#[test]
+fn hand_written_crc_matches_known_vectors() {
+    assert_eq!(crc32_ieee(b""), 0);
+    assert_eq!(crc32_ieee(b"123456789"), 0xcbf4_3926);
+    assert_eq!(stage_positions(8, 8, 0), vec![0]);
+    assert_eq!(stage_positions(8, 8, 1), vec![4 * 8 + 4]);
+    assert_eq!(stage_positions(2, 2, 10 - 1), vec![1]);
+}
+
+/// Every packet the tiny model writes for the golden grid starts with the header of
+/// docs/bitstream.md built by hand, check value included (the CRC over the header and the tokens
+/// in coding order: stage by stage, raster order within a stage). Then the committed packet
+/// decodes to the committed grid, and encoding that grid again gives the same bytes.
 #[test]
 fn golden_packet() {
-    let bundle = Bundle::load(tiny_model_dir()).unwrap();
+    let model = tiny_model_dir();
+    let bundle = Bundle::load(&model).unwrap();
     let mut codec = token_codec(&bundle).unwrap();
     let grid = golden_grid();
     let params = FrameParams {
@@ -159,37 +302,43 @@ fn golden_packet() {
         frame: 1234,
         ..Default::default()
     };
-    let packet_path = golden_dir().join("packet.uigc");
-    let tokens_path = golden_dir().join("tokens.u16le");
-    if std::env::var_os("UIGC_REGEN_GOLDEN").is_some() {
-        std::fs::create_dir_all(golden_dir()).unwrap();
-        let enc = codec.encode(&grid, 330, 200, params).unwrap();
-        std::fs::write(&packet_path, &enc.bytes).unwrap();
-        let raw: Vec<u8> = grid.tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
-        std::fs::write(&tokens_path, raw).unwrap();
-    }
-    let packet = std::fs::read(&packet_path).expect("committed golden packet");
-    let tokens: Vec<u16> = std::fs::read(&tokens_path)
-        .unwrap()
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+    let coding_order: Vec<u16> = (0..10)
+        .flat_map(|s| stage_positions(13, 21, s))
+        .map(|i| grid.tokens[i])
         .collect();
+    let header = header_by_hand(&model, 0, 42, 1234, 10, &coding_order);
+    let fresh = codec.encode(&grid, 330, 200, params).unwrap().bytes;
+    assert_eq!(
+        fresh[..header.len()],
+        header[..],
+        "the encoder's header is not docs/bitstream.md's"
+    );
+    let packet = std::fs::read(golden_dir().join("packet.uigc")).expect("committed golden packet");
+    assert_eq!(
+        packet[..header.len()],
+        header[..],
+        "committed packet header"
+    );
     let dec = codec.decode(&packet).unwrap();
-    assert_eq!(dec.grid.tokens, tokens);
+    assert_eq!(dec.grid, grid);
     assert_eq!((dec.header.width, dec.header.height), (330, 200));
     assert_eq!((dec.header.stream_id, dec.header.frame), (42, 1234));
-    let again = codec.encode(&dec.grid, 330, 200, params).unwrap();
     assert_eq!(
-        again.bytes, packet,
+        fresh, packet,
         "encoder output changed: the format is not stable"
     );
 }
 
-/// The same for the integer prior with dropped stages and adaptive tokens: pins the prior, the
-/// mask coding and the packet layout. Regenerate like `golden_packet`.
+/// The integer prior with dropped stages and adaptive tokens: the committed packet decodes to
+/// the grid the Python integer reference computed (models/make_golden_packets.py: argmax
+/// regeneration, adaptive tokens chosen by the documented rule), its header and check value are
+/// docs/bitstream.md's (tokens of stages 0-3, then the adaptive tokens of stage 4 in raster
+/// order), and encoding the grid again gives the same bytes. Pins the prior, the mask coding,
+/// the regeneration and the packet layout.
 #[test]
 fn golden_packet_integer_prior_adaptive() {
-    let bundle = Bundle::load(repo().join("tests/data/tiny-model-int")).unwrap();
+    let model = repo().join("tests/data/tiny-model-int");
+    let bundle = Bundle::load(&model).unwrap();
     let mut codec = token_codec(&bundle).unwrap();
     let grid = golden_grid();
     let params = FrameParams {
@@ -199,30 +348,31 @@ fn golden_packet_integer_prior_adaptive() {
         extra: 9,
         ..Default::default()
     };
-    let packet_path = golden_dir().join("packet-int-adaptive.uigc");
-    let grid_path = golden_dir().join("tokens-int-adaptive-argmax.u16le");
-    if std::env::var_os("UIGC_REGEN_GOLDEN").is_some() {
-        let enc = codec.encode(&grid, 330, 200, params).unwrap();
-        assert_eq!(enc.extra_tokens, 9);
-        std::fs::write(&packet_path, &enc.bytes).unwrap();
-        let dec = codec.decode(&enc.bytes).unwrap();
-        let raw: Vec<u8> = dec
-            .grid
-            .tokens
-            .iter()
-            .flat_map(|t| t.to_le_bytes())
-            .collect();
-        std::fs::write(&grid_path, raw).unwrap();
-    }
-    let packet = std::fs::read(&packet_path).expect("committed golden packet");
-    let want: Vec<u16> = std::fs::read(&grid_path)
-        .unwrap()
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .collect();
+    let want = read_u16(&golden_dir().join("tokens-int-adaptive-argmax.u16le"));
+    let packet = std::fs::read(golden_dir().join("packet-int-adaptive.uigc"))
+        .expect("committed golden packet");
     let dec = codec.decode(&packet).unwrap();
-    assert_eq!(dec.grid.tokens, want, "decoded + regenerated grid changed");
-    assert_eq!(codec.encode(&grid, 330, 200, params).unwrap().bytes, packet);
+    assert_eq!(
+        dec.grid.tokens, want,
+        "decoded + regenerated grid differs from the Python reference"
+    );
+    // The adaptive tokens: the stage-4 positions where the reference's grid kept the input.
+    let stage4 = stage_positions(13, 21, 4);
+    let extras: Vec<usize> = stage4.iter().copied().filter(|&i| dec.coded[i]).collect();
+    assert_eq!(extras.len(), 9);
+    let coding_order: Vec<u16> = (0..4)
+        .flat_map(|s| stage_positions(13, 21, s))
+        .chain(extras.iter().copied())
+        .map(|i| grid.tokens[i])
+        .collect();
+    let header = header_by_hand(&model, 0x1, 7, 99, 4, &coding_order);
+    let fresh = codec.encode(&grid, 330, 200, params).unwrap().bytes;
+    assert_eq!(
+        fresh[..header.len()],
+        header[..],
+        "the encoder's header is not docs/bitstream.md's"
+    );
+    assert_eq!(fresh, packet, "encoder output changed");
 }
 
 /// Dense packets: the frame resampled to twice its size, four tokens per 16x16 pixels; the

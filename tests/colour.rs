@@ -163,8 +163,7 @@ fn budgets_with_the_thumbnail() {
 /// colours (block means) close to the photo's and raises PSNR.
 #[test]
 fn thumbnail_corrects_the_colours_of_a_real_photo() {
-    let Some(dir) = shipped_model_dir() else {
-        eprintln!("SKIP: models/uigc-small is absent");
+    let Some(dir) = shipped_model_or_skip("thumbnail_corrects_the_colours_of_a_real_photo") else {
         return;
     };
     let mut model = load(&dir);

@@ -8,6 +8,7 @@ use std::sync::Once;
 
 use gst::prelude::*;
 use gst_check::Harness;
+use gst_video::prelude::*;
 use gstuigc::codec;
 
 fn init() {
@@ -129,6 +130,47 @@ fn u64_prop(e: &gst::Element, name: &str) -> u64 {
     e.property::<u64>(name)
 }
 
+/// The tight RGB image (rows of `3 * w` bytes) that `raw_buffer(format, w, h, seed, 0)` shows:
+/// RGB rows are copied past their padding, other formats go through GStreamer's own converter
+/// to RGB (what a `videoconvert` in front of the encoder would give).
+fn reference_rgb(format: &str, w: u32, h: u32, seed: u32) -> codec::RgbImage {
+    let (caps, buf) = raw_buffer(format, w, h, seed, 0);
+    let info = gst_video::VideoInfo::from_caps(&caps).unwrap();
+    let rgb_info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, w, h)
+        .fps(info.fps())
+        .par(info.par())
+        .build()
+        .unwrap();
+    let src = gst_video::VideoFrame::from_buffer_readable(buf, &info).unwrap();
+    let rgb = if info.format() == gst_video::VideoFormat::Rgb {
+        src
+    } else {
+        let out = gst::Buffer::with_size(rgb_info.size()).unwrap();
+        let mut out = gst_video::VideoFrame::from_buffer_writable(out, &rgb_info).unwrap();
+        gst_video::VideoConverter::new(&info, &rgb_info, None)
+            .unwrap()
+            .frame(&src, &mut out);
+        let out = out.into_buffer();
+        gst_video::VideoFrame::from_buffer_readable(out, &rgb_info).unwrap()
+    };
+    tight_rgb(
+        rgb.plane_data(0).unwrap(),
+        rgb.plane_stride()[0] as usize,
+        w,
+        h,
+    )
+}
+
+/// Rows of `3 * w` bytes out of a plane of `stride`-byte rows.
+fn tight_rgb(plane: &[u8], stride: usize, w: u32, h: u32) -> codec::RgbImage {
+    let row = 3 * w as usize;
+    assert!(stride >= row);
+    let data = (0..h as usize)
+        .flat_map(|y| plane[y * stride..y * stride + row].iter().copied())
+        .collect();
+    codec::RgbImage::new(w, h, data).unwrap()
+}
+
 #[test]
 fn encodes_camera_formats_at_any_size_and_decodes_back() {
     init();
@@ -149,6 +191,63 @@ fn encodes_camera_formats_at_any_size_and_decodes_back() {
                 assert_eq!(d.tokens.header.frame, i as u32, "frame counter");
             }
         }
+    }
+}
+
+/// The pixels the encoder codes, not only the frame size: at widths whose RGB rows need padding
+/// to 4 bytes (17, 97: 51 and 291 bytes) and in every input format, the element's packet is the
+/// core's packet of the same frame as tight RGB. Reading rows at the wrong stride (or skipping a
+/// chroma plane's own stride) changes the packet.
+#[test]
+fn encoder_codes_the_pixels_of_padded_rows_in_every_format() {
+    init();
+    let mut model = common::load(&common::tiny_model_dir());
+    let params = codec::FrameParams {
+        colour: codec::Colour::Auto(codec::ColourParams::default()),
+        ..Default::default()
+    };
+    let mut wrong = Vec::new();
+    for format in [
+        "RGB", "I420", "NV12", "YUY2", "BGRx", "RGBx", "UYVY", "GRAY8",
+    ] {
+        for (w, h) in [(17, 41), (97, 33), (40, 24)] {
+            let (_h, packets) = encode(encoder(&[]), format, w, h, 1);
+            let img = reference_rgb(format, w, h, 0);
+            let direct = model.encode(&img, params).unwrap().packet.bytes;
+            if packets[0] != direct {
+                wrong.push(format!("{format} {w}x{h}"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "the element coded other pixels than the frame's: {wrong:?}"
+    );
+}
+
+/// The decoder writes every row of a padded RGB output at the output's stride: at widths 17 and
+/// 97 (rows of 51 and 291 bytes padded to 52 and 292) the frame is the core's decoded image.
+#[test]
+fn decoder_writes_padded_rows_at_the_output_stride() {
+    init();
+    let mut model = common::load(&common::tiny_model_dir());
+    for (w, h) in [(17, 41), (97, 33), (40, 24)] {
+        let (_h, packets) = encode(encoder(&[]), "I420", w, h, 1);
+        let mut dec = decoder_harness(&tiny());
+        dec.push(packet_buffer(&packets[0], 0)).unwrap();
+        let buf = dec.pull().unwrap();
+        let info = gst_video::VideoInfo::from_caps(&dec.sinkpad().unwrap().current_caps().unwrap())
+            .unwrap();
+        assert_eq!((info.width(), info.height()), (w, h));
+        let stride = info.stride()[0] as usize;
+        assert_eq!(stride, (3 * w as usize).div_ceil(4) * 4);
+        let map = buf.map_readable().unwrap();
+        let got = tight_rgb(&map, stride, w, h);
+        let want = model.decode(&packets[0]).unwrap().image;
+        assert!(
+            got == want,
+            "{w}x{h}: the element's frame is not the decoded image"
+        );
     }
 }
 
@@ -374,6 +473,84 @@ fn decoder_counts_lost_frames_per_stream() {
     assert_eq!(u64_prop(&e, "frames-lost"), 4);
 }
 
+/// One sender, frames 0..=11, through a bad link: good, corrupt (bit flip, truncation, another
+/// model's id), duplicated and missing packets. Every packet that arrives counts once, in
+/// `frames-decoded` or `frames-dropped`; `frames-lost` counts the frames that never arrived,
+/// never a corrupt one a second time.
+#[test]
+fn decoder_counters_add_up_exactly_on_a_bad_link() {
+    init();
+    let (_h, p) = encode(encoder(&[]), "RGB", 32, 16, 12);
+    let flipped = |i: usize| {
+        let mut q = p[i].clone();
+        let n = q.len();
+        q[n - 3] ^= 0x10;
+        q
+    };
+    let truncated = |i: usize| p[i][..p[i].len() - 5].to_vec();
+    let other_model = |i: usize| {
+        let mut q = p[i].clone();
+        for b in &mut q[2..6] {
+            *b ^= 0xff;
+        }
+        q
+    };
+    enum Arrives {
+        Good,
+        Corrupt,
+    }
+    use Arrives::*;
+    // (what arrives, frame); frames 3, 7 and 8 never arrive.
+    let link: Vec<(Arrives, Vec<u8>)> = vec![
+        (Good, p[0].clone()),
+        (Good, p[1].clone()),
+        (Corrupt, flipped(2)),
+        (Good, p[4].clone()),
+        (Good, p[4].clone()),
+        (Corrupt, truncated(5)),
+        (Corrupt, flipped(6)),
+        (Good, p[9].clone()),
+        (Corrupt, other_model(10)),
+        (Good, p[11].clone()),
+        (Good, p[11].clone()),
+    ];
+    let mut h = decoder_harness(&tiny());
+    let mut shown = 0u64;
+    for (i, (_, bytes)) in link.iter().enumerate() {
+        assert_eq!(
+            h.push(packet_buffer(bytes, i as u64)),
+            Ok(gst::FlowSuccess::Ok)
+        );
+        while h.try_pull().is_some() {
+            shown += 1;
+        }
+    }
+    let good = link.iter().filter(|(a, _)| matches!(a, Good)).count() as u64;
+    let corrupt = link.len() as u64 - good;
+    let e = h.element().unwrap();
+    let (decoded, dropped, lost) = (
+        u64_prop(&e, "frames-decoded"),
+        u64_prop(&e, "frames-dropped"),
+        u64_prop(&e, "frames-lost"),
+    );
+    assert_eq!(
+        (decoded, dropped, lost),
+        (7, 4, 3),
+        "decoded, dropped, lost"
+    );
+    assert_eq!(decoded, good);
+    assert_eq!(dropped, corrupt);
+    assert_eq!(shown, decoded, "every decoded packet reaches the sink");
+    assert_eq!(
+        decoded + dropped,
+        link.len() as u64,
+        "every arrival counts once"
+    );
+    // 12 frames were sent: each distinct frame is decoded, dropped or lost, exactly once
+    // (frames 4 and 11 arrived twice).
+    assert_eq!(decoded - 2 + dropped + lost, 12);
+}
+
 #[test]
 fn wrong_model_packet_names_both_models_and_max_errors_decides() {
     init();
@@ -517,29 +694,79 @@ fn encoder_drops_late_frames_under_qos() {
     assert!(h.try_pull().is_some());
 }
 
+/// Two codebooks (K=16 and K=4): the encoder picks the K=4 model under a small budget and the
+/// K=16 model under a large one, says which in `last-frame-policy`, and the packet names it; a
+/// decoder with both models decodes every packet, one with the other model only rejects them.
+/// The frames are flat grey: tiny-model-k4 maps them to its token 0, which its prior sends for
+/// nothing, while the K=16 model spends about 4 bits per token.
 #[test]
 fn several_models_encoder_picks_one_decoder_follows_the_packet() {
     init();
-    let b_dir = common::tiny_model_b_dir().display().to_string();
-    let both = format!("{},{}", tiny(), b_dir);
-    let (_h, full) = encode(encoder(&[]), "RGB", 96, 64, 1);
-    let cap = (full[0].len() / 2).to_string();
-    let enc = encoder(&[("model", &both), ("max-frame-bytes", &cap)]);
-    let (harness, packets) = encode(enc, "RGB", 96, 64, 3);
-    assert_eq!(packets.len(), 3);
-    assert!(packets.iter().all(|p| p.len() <= full[0].len() / 2));
-    let policy = harness
-        .element()
-        .unwrap()
-        .property::<String>("last-frame-policy");
-    assert!(policy.contains("tiny-model"), "{policy}");
-    // A decoder with both models decodes every packet; one with the other model only rejects.
+    let k4_dir = common::tiny_model_k4_dir().display().to_string();
+    let both = format!("{},{}", tiny(), k4_dir);
+    let grey = |enc: gst::Element| {
+        let mut h = Harness::with_element(&enc, Some("sink"), Some("src"));
+        let (caps, _) = raw_buffer("RGB", 96, 64, 0, 0);
+        h.set_src_caps(caps);
+        let mut out = Vec::new();
+        for i in 0..3u64 {
+            let mut buf = gst::Buffer::from_mut_slice(vec![128u8; 96 * 64 * 3]);
+            buf.get_mut()
+                .unwrap()
+                .set_pts(gst::ClockTime::from_mseconds(100 * i));
+            h.push(buf).unwrap();
+            out.push(h.pull().unwrap().map_readable().unwrap().to_vec());
+        }
+        (h, out)
+    };
+    let (_h, full) = grey(encoder(&[]));
+    let id_of = |p: &[u8]| codec::bitstream::parse_packet(p).unwrap().header.model_id;
+    let id_16 = common::load(&common::tiny_model_dir()).model_id();
+    let id_4 = common::load(&common::tiny_model_k4_dir()).model_id();
+    let mut all = Vec::new();
+    for (cap, name, id, only_other) in [
+        (14, "tiny-model-k4", id_4, tiny()),
+        (full[0].len(), "tiny-model", id_16, k4_dir.clone()),
+    ] {
+        let cap_s = cap.to_string();
+        let enc = encoder(&[("model", &both), ("max-frame-bytes", &cap_s)]);
+        let (harness, packets) = grey(enc);
+        assert!(packets.iter().all(|p| p.len() <= cap));
+        let policy = harness
+            .element()
+            .unwrap()
+            .property::<String>("last-frame-policy");
+        assert!(
+            packets.iter().all(|p| id_of(p) == id),
+            "cap {cap}: not {name}: {policy}, {:?} bytes",
+            packets.iter().map(|p| p.len()).collect::<Vec<_>>()
+        );
+        assert!(
+            policy.ends_with(&format!("({name})")),
+            "cap {cap}: {policy}"
+        );
+        // A decoder with the other model only rejects them, each counted once.
+        let mut other = decoder_harness(&only_other);
+        for (i, p) in packets.iter().enumerate() {
+            other.push(packet_buffer(p, i as u64)).unwrap();
+        }
+        assert!(
+            other.try_pull().is_none(),
+            "cap {cap}: decoded by {only_other}"
+        );
+        let e = other.element().unwrap();
+        assert_eq!(u64_prop(&e, "frames-dropped"), 3);
+        assert_eq!(u64_prop(&e, "frames-decoded"), 0);
+        all.extend(packets);
+    }
+    // A decoder with both models decodes every packet of either model.
     let mut set = decoder_harness(&both);
-    for (i, p) in packets.iter().enumerate() {
+    for (i, p) in all.iter().enumerate() {
         set.push(packet_buffer(p, i as u64)).unwrap();
         let _ = set.pull().unwrap();
     }
     assert_eq!(out_size(&set), (96, 64));
+    assert_eq!(u64_prop(&set.element().unwrap(), "frames-decoded"), 6);
     // An unloadable entry in the list fails at start, naming it.
     let bad = encoder(&[("model", &format!("{},/nonexistent/bundle", tiny()))]);
     let err = start_error(&bad);

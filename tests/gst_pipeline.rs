@@ -1,9 +1,13 @@
 //! Real pipelines over 127.0.0.1 UDP: a `gst-launch-1.0` sender process with the built plugin
 //! (`libgstuigc.so` through `GST_PLUGIN_PATH`, as the README says) and a receiver, either a
 //! second `gst-launch-1.0` process recording PNG files or a pipeline in this process whose
-//! decoder counters are read; plus the real clip `vtest.avi` through `decodebin` with 20 % of
-//! the packets dropped. Needs `gstreamer1.0-tools`, `-plugins-base/-good` and `-libav` (the
-//! setup installs them); no display.
+//! decoder counters are read; plus the real clip `vtest.avi` through `decodebin` with a seeded
+//! fifth of the packets dropped on the way. Deterministic: ports are bound by the receiver
+//! itself (port 0 in this process; a refused `reuse=false` bind is retried for the process),
+//! drops come from a fixed seed, and the tests wait for an end condition (every frame written,
+//! every datagram counted) under a deadline that fails instead of hanging. Needs
+//! `gstreamer1.0-tools`, `-plugins-base/-good` and `-libav` (the setup installs them); no
+//! display.
 #![cfg(feature = "gst")]
 
 mod common;
@@ -12,10 +16,40 @@ use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
+
+/// The GStreamer command-line tools and elements `test` needs, or [`common::skip_or_fail`].
+fn have_gst_tools(test: &str, elements: &[&str]) -> bool {
+    if !common::have_tool(test, "gst-launch-1.0", "gstreamer1.0-tools") {
+        return false;
+    }
+    let missing: Vec<&str> = elements
+        .iter()
+        .copied()
+        .filter(|e| {
+            !Command::new("gst-inspect-1.0")
+                .arg("--exists")
+                .arg(e)
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    if !missing.is_empty() {
+        common::skip_or_fail(
+            test,
+            &format!(
+                "GStreamer elements {missing:?} are missing (install gstreamer1.0-plugins-base, \
+                 -good and -libav: deploy/setup.sh)"
+            ),
+        );
+        return false;
+    }
+    true
+}
 
 /// A private plugin directory holding the `libgstuigc.so` this test binary was built with, and
 /// a private registry, so the child processes load exactly this build.
@@ -47,7 +81,9 @@ fn gst_launch(env: &Path, args: &[&str]) -> Command {
     c
 }
 
-fn free_port() -> u16 {
+/// A port that was free a moment ago (the receiver binds it with `reuse=false`, so a port taken
+/// in between is a bind error, retried, never a shared port).
+fn candidate_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -59,31 +95,108 @@ fn tiny() -> String {
     format!("model={}", common::tiny_model_dir().display())
 }
 
-/// Starts a `gst-launch-1.0` receiver and returns once its pipeline is PLAYING (socket bound,
-/// model loaded).
-fn start_receiver(env: &Path, args: &[&str]) -> Child {
-    let mut child = gst_launch(env, args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("gst-launch-1.0 (install gstreamer1.0-tools: deploy/setup.sh)");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("receiver exited before PLAYING: {:?}", child.wait()))
-            .unwrap();
-        eprintln!("receiver: {line}");
-        if line.contains("Setting pipeline to PLAYING") {
-            break;
+/// A receiver process, its output read by threads (it can never block on a full pipe, and a
+/// silent receiver cannot hang the test).
+struct Process {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Process {
+    fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("gst-launch-1.0 (install gstreamer1.0-tools: deploy/setup.sh)");
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        for stream in [
+            Box::new(out) as Box<dyn std::io::Read + Send>,
+            Box::new(err) as Box<dyn std::io::Read + Send>,
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
         }
-        assert!(Instant::now() < deadline, "receiver did not start");
+        Process { child, lines }
     }
-    // Keep draining its output so it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    child
+
+    /// Waits for a line containing `needle`: Ok(()) when it comes, Err(output so far) when the
+    /// process ends first; panics at the deadline.
+    fn wait_for(&mut self, needle: &str, deadline: Instant) -> Result<(), String> {
+        let mut seen = String::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self
+                .lines
+                .recv_timeout(left.min(Duration::from_millis(200)))
+            {
+                Ok(line) => {
+                    eprintln!("receiver: {line}");
+                    seen.push_str(&line);
+                    seen.push('\n');
+                    if line.contains(needle) {
+                        return Ok(());
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait();
+                    return Err(format!("{seen}(exited: {status:?})"));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Ok(Some(status)) = self.child.try_wait() {
+                        // Drain what is left, then report.
+                        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                            seen.push_str(&line);
+                            seen.push('\n');
+                        }
+                        return Err(format!("{seen}(exited: {status})"));
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "no '{needle}' from the receiver in time:\n{seen}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a `gst-launch-1.0` receiver whose `udpsrc` binds `port=N reuse=false` (`args` holds
+/// `{port}` where the port goes) and returns once its pipeline is PLAYING (socket bound, model
+/// loaded). A port taken by someone else in the meantime fails the bind: another port is tried.
+fn start_receiver(env: &Path, args: &[&str]) -> (Process, u16) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut failures = Vec::new();
+    for _ in 0..5 {
+        let port = candidate_port();
+        let port_arg = format!("port={port}");
+        let args: Vec<&str> = args
+            .iter()
+            .map(|a| if *a == "{port}" { port_arg.as_str() } else { a })
+            .collect();
+        let mut p = Process::spawn(gst_launch(env, &args));
+        match p.wait_for("Setting pipeline to PLAYING", deadline) {
+            Ok(()) => return (p, port),
+            Err(out) if out.contains("bind") || out.contains("in use") => failures.push(out),
+            Err(out) => panic!("receiver exited before PLAYING:\n{out}"),
+        }
+    }
+    panic!("no port could be bound: {failures:#?}");
 }
 
 fn run_sender(env: &Path, args: &[&str]) {
@@ -96,27 +209,43 @@ fn run_sender(env: &Path, args: &[&str]) {
     );
 }
 
-fn stop(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
+/// Polls `done` every 50 ms until it holds; fails (never hangs) after `secs` seconds.
+fn wait_until(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "after {secs} s: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
 fn sender_and_receiver_processes_over_loopback_udp() {
+    let test = "sender_and_receiver_processes_over_loopback_udp";
+    if !have_gst_tools(
+        test,
+        &[
+            "udpsrc",
+            "udpsink",
+            "videotestsrc",
+            "pngenc",
+            "multifilesink",
+        ],
+    ) {
+        return;
+    }
     let env = plugin_env("procs");
-    let port = free_port();
     let frames = 20;
     let out_dir = env.join("frames");
     std::fs::create_dir_all(&out_dir).unwrap();
-    let port_arg = format!("port={port}");
     let model = tiny();
     let location = format!("location={}/frame-%05d.png", out_dir.display());
     // The README's receiver, recording to files instead of a display.
-    let receiver = start_receiver(
+    let (receiver, port) = start_receiver(
         &env,
         &[
             "udpsrc",
-            &port_arg,
+            "{port}",
+            "reuse=false",
             "!",
             "uigcdec",
             &model,
@@ -131,6 +260,7 @@ fn sender_and_receiver_processes_over_loopback_udp() {
     );
     // The README's sender with videotestsrc in place of the camera.
     let num = format!("num-buffers={frames}");
+    let port_arg = format!("port={port}");
     run_sender(
         &env,
         &[
@@ -149,14 +279,14 @@ fn sender_and_receiver_processes_over_loopback_udp() {
             &port_arg,
         ],
     );
-    // Wait for the last frames to be written.
-    let count = || std::fs::read_dir(&out_dir).unwrap().count();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while count() < frames && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    stop(receiver);
-    assert_eq!(count(), frames, "frames recorded by the receiver");
+    // End condition: the last frame's file is complete (a PNG that decodes).
+    let last = out_dir.join(format!("frame-{:05}.png", frames - 1));
+    wait_until(60, "the receiver did not write every frame", || {
+        image::open(&last).is_ok()
+    });
+    drop(receiver);
+    let count = std::fs::read_dir(&out_dir).unwrap().count();
+    assert_eq!(count, frames, "frames recorded by the receiver");
     let first = image::open(out_dir.join("frame-00000.png")).unwrap();
     assert_eq!((first.width(), first.height()), (160, 120));
     let _ = std::fs::remove_dir_all(&env);
@@ -170,19 +300,21 @@ fn init_in_process() {
     });
 }
 
-/// A receiver pipeline in this process: udpsrc ! uigcdec ! fakesink, counting frames.
+/// A receiver pipeline in this process: udpsrc ! uigcdec ! fakesink, counting frames. Its
+/// udpsrc binds port 0 (the system picks a free one) without `reuse`: no other socket shares it.
 struct Receiver {
     pipeline: gst::Pipeline,
     dec: gst::Element,
     shown: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    port: u16,
 }
 
 impl Receiver {
-    fn start(port: u16) -> Self {
+    fn start() -> Self {
         init_in_process();
         let pipeline = gst::parse::launch(&format!(
-            "udpsrc port={port} address=127.0.0.1 ! uigcdec name=d {} ! videoconvert \
-             ! fakesink name=s sync=false",
+            "udpsrc name=u port=0 reuse=false address=127.0.0.1 ! uigcdec name=d {} \
+             ! videoconvert ! fakesink name=s sync=false",
             tiny()
         ))
         .unwrap()
@@ -201,12 +333,15 @@ impl Receiver {
                 gst::PadProbeReturn::Ok
             });
         // Live source: the sink completes PLAYING with the first packet, but the socket is
-        // bound and the model loaded once set_state returns.
+        // bound (and its port known) and the model loaded once set_state returns.
         pipeline.set_state(gst::State::Playing).unwrap();
+        let port = pipeline.by_name("u").unwrap().property::<i32>("port");
+        assert!(port > 0, "udpsrc did not report the port it bound");
         Receiver {
             pipeline,
             dec,
             shown,
+            port: port as u16,
         }
     }
 
@@ -214,26 +349,22 @@ impl Receiver {
         self.dec.property::<u64>(name)
     }
 
-    /// Waits until nothing new arrives for a second; fails on a pipeline error.
-    fn settle(&self) {
+    /// Waits until the decoder has counted `n` packets (decoded or dropped); fails on a pipeline
+    /// error or after 60 s.
+    fn wait_for_packets(&self, n: u64) {
         let bus = self.pipeline.bus().unwrap();
-        let mut last = (u64::MAX, Instant::now());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            while let Some(msg) = bus.pop() {
-                if let gst::MessageView::Error(e) = msg.view() {
-                    panic!("receiver error: {} {:?}", e.error(), e.debug());
+        wait_until(
+            60,
+            &format!("the receiver did not count {n} packets"),
+            || {
+                while let Some(msg) = bus.pop() {
+                    if let gst::MessageView::Error(e) = msg.view() {
+                        panic!("receiver error: {} {:?}", e.error(), e.debug());
+                    }
                 }
-            }
-            let seen = self.counter("frames-decoded") + self.counter("frames-dropped");
-            if seen != last.0 {
-                last = (seen, Instant::now());
-            } else if last.1.elapsed() > Duration::from_secs(1) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "receiver still busy after 60 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+                self.counter("frames-decoded") + self.counter("frames-dropped") >= n
+            },
+        );
     }
 }
 
@@ -243,20 +374,25 @@ impl Drop for Receiver {
     }
 }
 
+/// The real clip through `decodebin` and `uigcenc` in a `gst-launch-1.0` process, one packet per
+/// file; the packets then cross loopback UDP to the in-process receiver with a seeded fifth of
+/// them dropped, so every counter is known exactly.
 #[test]
 fn vtest_clip_over_lossy_loopback_udp() {
-    let clip = common::repo().join("../shared/data/video/vtest.avi");
-    if !clip.is_file() {
-        eprintln!("SKIP: {} is absent", clip.display());
+    let test = "vtest_clip_over_lossy_loopback_udp";
+    let Some(clip) = common::shared_file(test, "video/vtest.avi") else {
+        return;
+    };
+    if !have_gst_tools(test, &["decodebin", "avidemux", "multifilesink", "udpsrc"]) {
         return;
     }
     let env = plugin_env("lossy");
-    let port = free_port();
-    let receiver = Receiver::start(port);
-    let frames = 60u64;
+    let frames = 60usize;
+    let pkt_dir = env.join("packets");
+    std::fs::create_dir_all(&pkt_dir).unwrap();
     let location = format!("location={}", clip.display());
     let eos_after = format!("eos-after={frames}");
-    let port_arg = format!("port={port}");
+    let out = format!("location={}/pkt-%05d.uigc", pkt_dir.display());
     let model = tiny();
     run_sender(
         &env,
@@ -274,30 +410,58 @@ fn vtest_clip_over_lossy_loopback_udp() {
             "uigcenc",
             &model,
             "!",
-            "identity",
-            "drop-probability=0.2",
-            "!",
-            "udpsink",
-            "host=127.0.0.1",
-            &port_arg,
+            "multifilesink",
+            &out,
             "sync=false",
         ],
     );
-    receiver.settle();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&pkt_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), frames, "packets written by the sender");
+    let packets: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    for (i, p) in packets.iter().enumerate() {
+        let h = gstuigc::codec::bitstream::parse_packet(p).unwrap().header;
+        assert_eq!((h.frame as usize, h.width, h.height), (i, 768, 576));
+    }
+    // A fifth dropped on the link, from a fixed seed (xorshift32).
+    let mut s = 0x2545_f491u32;
+    let delivered: Vec<usize> = (0..frames)
+        .filter(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            !s.is_multiple_of(5)
+        })
+        .collect();
+    let last = *delivered.last().unwrap();
+    // Losses after the last delivered packet cannot be seen yet.
+    let lost = (0..=last).filter(|i| !delivered.contains(i)).count() as u64;
+    assert!(lost >= 5, "the seed drops too little to test: {lost}");
+
+    let receiver = Receiver::start();
+    let link = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for &i in &delivered {
+        link.send_to(&packets[i], ("127.0.0.1", receiver.port))
+            .unwrap();
+    }
+    receiver.wait_for_packets(delivered.len() as u64);
     let decoded = receiver.counter("frames-decoded");
     let dropped = receiver.counter("frames-dropped");
-    let lost = receiver.counter("frames-lost");
-    eprintln!("sent {frames}, decoded {decoded}, lost {lost}, corrupt {dropped}");
-    // Every delivered packet decodes and reaches the sink; losses are counted (a loss after the
-    // last delivered packet cannot be seen).
-    assert_eq!(dropped, 0);
-    assert_eq!(
-        receiver.shown.load(std::sync::atomic::Ordering::SeqCst),
-        decoded
+    eprintln!(
+        "sent {frames}, delivered {}, decoded {decoded}, lost {}, corrupt {dropped}",
+        delivered.len(),
+        receiver.counter("frames-lost")
     );
-    assert!(decoded >= frames / 2, "{decoded}");
-    assert!(lost >= 1, "20 % of {frames} dropped but no loss counted");
-    assert!(decoded + lost <= frames && decoded + lost + 8 >= frames);
+    assert_eq!(decoded, delivered.len() as u64);
+    assert_eq!(dropped, 0);
+    assert_eq!(receiver.counter("frames-lost"), lost, "frames-lost");
+    // Every decoded frame reaches the sink (the probe counts after the decoder pushed it).
+    wait_until(30, "decoded frames did not reach the sink", || {
+        receiver.shown.load(std::sync::atomic::Ordering::SeqCst) == decoded
+    });
     let caps = receiver
         .dec
         .static_pad("src")

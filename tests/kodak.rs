@@ -9,8 +9,9 @@ use gstuigc::codec::FrameParams;
 
 #[test]
 fn kodak_round_trip_and_coding_overhead() {
-    let Some(kodak) = kodak_dir() else { return };
-    let dir = shipped_model_dir().unwrap_or_else(tiny_model_dir);
+    let test = "kodak_round_trip_and_coding_overhead";
+    let Some(kodak) = kodak_dir(test) else { return };
+    let dir = shipped_model_or_skip(test).unwrap_or_else(tiny_model_dir);
     let mut model = load(&dir);
     let (mut ideal_sum, mut payload_sum, mut worst) = (0.0f64, 0usize, f64::MIN);
     for i in 1..=24 {

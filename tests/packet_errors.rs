@@ -136,7 +136,9 @@ fn header_fields_are_bounded() {
 
 /// A packet may claim up to 8192x8192 pixels; the decoder refuses frames above its max-pixels
 /// (default 3840x2160) before running the prior or the tokenizer, counting a dense packet at
-/// twice each side.
+/// twice each side. "Before any work" shows in the error kind: the payload of these packets
+/// belongs to another frame, so decoding it would end in a check-value or entropy error instead
+/// (as it does at the limit). How fast the refusal is belongs to a benchmark, not to this test.
 #[test]
 fn frames_above_max_pixels_are_refused_before_any_work() {
     use gstuigc::codec::bitstream::{parse_packet, write_packet, FLAG_DENSE, MAX_DIMENSION};
@@ -151,7 +153,6 @@ fn frames_above_max_pixels_are_refused_before_any_work() {
         write_packet(&hd, parsed.payload)
     };
     let too_large = |e: PacketError| matches!(e, PacketError::FrameTooLarge { .. });
-    let t0 = std::time::Instant::now();
     assert!(too_large(packet_err(c.decode(&with(
         MAX_DIMENSION,
         MAX_DIMENSION,
@@ -161,10 +162,6 @@ fn frames_above_max_pixels_are_refused_before_any_work() {
     assert!(too_large(packet_err(
         c.decode(&with(1921, 1080, FLAG_DENSE))
     )));
-    assert!(
-        t0.elapsed() < std::time::Duration::from_secs(1),
-        "refused without work"
-    );
     // At the limit the packet is decoded (and found corrupt: its payload is another frame's).
     assert!(!too_large(packet_err(
         c.decode(&with(1920, 1080, FLAG_DENSE))

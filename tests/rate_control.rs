@@ -76,10 +76,49 @@ fn keep_policies_parse_and_map_to_prefixes() {
     }
 }
 
+/// Adaptive extras are tokens of the first dropped stage, and exactly those the decoder's argmax
+/// regeneration would get wrong (cheapest first: a smaller count is a prefix of a larger one).
 #[test]
 fn adaptive_extras_round_trip_and_are_counted() {
-    let g = grid();
     let mut c = codec(1);
+    c.set_regen(RegenMode::Argmax);
+    let four = FrameParams {
+        stages: Some(4),
+        ..Default::default()
+    };
+    // What the receiver regenerates when stages 0-3 are sent: stage 4's tables depend on those
+    // stages only.
+    let mut regenerated = |g: &TokenGrid| {
+        let enc = c.encode(g, 640, 384, four).unwrap();
+        c.decode(&enc.bytes).unwrap()
+    };
+    // The random test prior regenerates every stage-4 token of grid() wrongly: give every other
+    // stage-4 position the token argmax regenerates, so that some are right and some wrong.
+    let mut g = grid();
+    let plan = gstuigc::codec::schedule::Schedule::new(3)
+        .unwrap()
+        .plan(g.rows, g.cols);
+    let first = regenerated(&g);
+    for (i, &p) in plan.stages[4].iter().enumerate() {
+        if i % 2 == 0 {
+            g.tokens[p as usize] = first.grid.tokens[p as usize];
+        }
+    }
+    let plain = regenerated(&g);
+    let stage4: std::collections::BTreeSet<usize> =
+        plan.stages[4].iter().map(|&p| p as usize).collect();
+    let wrong: std::collections::BTreeSet<usize> = stage4
+        .iter()
+        .copied()
+        .filter(|&p| plain.grid.tokens[p] != g.tokens[p])
+        .collect();
+    assert!(
+        wrong.len() > 7 && wrong.len() < stage4.len(),
+        "the test grid needs some wrong and some right regenerations: {} of {}",
+        wrong.len(),
+        stage4.len()
+    );
+    let mut previous = std::collections::BTreeSet::new();
     for extra in [0usize, 1, 7, 40, 10_000] {
         let params = FrameParams {
             stages: Some(4),
@@ -101,7 +140,23 @@ fn adaptive_extras_round_trip_and_are_counted() {
                 assert_eq!(dec.grid.tokens[i], g.tokens[i]);
             }
         }
+        let extras: std::collections::BTreeSet<usize> = (0..dec.coded.len())
+            .filter(|&p| dec.coded[p] && !plain.coded[p])
+            .collect();
+        assert_eq!(extras.len(), enc.extra_tokens);
+        assert_eq!(enc.extra_tokens, extra.min(wrong.len()), "extra {extra}");
+        assert!(
+            extras.is_subset(&wrong),
+            "extra {extra}: extras {:?} include tokens argmax regenerates right",
+            extras.difference(&wrong).collect::<Vec<_>>()
+        );
+        assert!(
+            previous.is_subset(&extras),
+            "extra {extra}: not cheapest first"
+        );
+        previous = extras;
     }
+    assert_eq!(previous, wrong, "every wrong token fits in 10,000 extras");
 }
 
 #[test]
@@ -174,10 +229,11 @@ fn regeneration_modes_differ_but_keep_sent_tokens() {
         )
         .unwrap();
     let mut grids = Vec::new();
+    // Pairs that differ in one parameter only, so each comparison shows that parameter acts.
     for mode in [
         RegenMode::Argmax,
         RegenMode::Iterative {
-            passes: 4,
+            passes: 3,
             sharpen: 0,
         },
         RegenMode::Iterative {
@@ -185,6 +241,11 @@ fn regeneration_modes_differ_but_keep_sent_tokens() {
             sharpen: 2,
         },
         RegenMode::Sample { sharpen: 1 },
+        RegenMode::Sample { sharpen: 4 },
+        RegenMode::Iterative {
+            passes: 5,
+            sharpen: 0,
+        },
     ] {
         c.set_regen(mode);
         let d = c.decode(&enc.bytes).unwrap();
@@ -196,11 +257,15 @@ fn regeneration_modes_differ_but_keep_sent_tokens() {
         }
         grids.push(d.grid);
     }
-    assert_ne!(grids[0], grids[3], "sampling is not argmax");
-    assert_ne!(
-        grids[1], grids[2],
-        "sampled iterative candidates are not argmax"
+    // (assert! rather than assert_ne!: a failure names the parameter, not 960 tokens.)
+    assert!(grids[0] != grids[3], "sample:1 = argmax");
+    assert!(
+        grids[1] != grids[2],
+        "iterative:3: sharpen 2 (sampled candidates) = sharpen 0 (argmax candidates)"
     );
+    assert!(grids[3] != grids[4], "sample: sharpen 4 = sharpen 1");
+    assert!(grids[1] != grids[5], "iterative: 5 passes = 3 passes");
+    assert!(grids[0] != grids[1], "iterative:3 = argmax");
     // Sampling is seeded from the packet: the same packet gives the same frame.
     c.set_regen(RegenMode::Sample { sharpen: 1 });
     assert_eq!(c.decode(&enc.bytes).unwrap().grid, grids[3]);
@@ -263,8 +328,9 @@ fn max_bytes_is_never_exceeded_and_uses_the_budget() {
 /// Issue acceptance: every Kodak packet fits 150, 300, 600 and 1200 bytes.
 #[test]
 fn kodak_packets_fit_every_budget() {
-    let Some(kodak) = kodak_dir() else { return };
-    let dir = shipped_model_dir().unwrap_or_else(int_dir);
+    let test = "kodak_packets_fit_every_budget";
+    let Some(kodak) = kodak_dir(test) else { return };
+    let dir = shipped_model_or_skip(test).unwrap_or_else(int_dir);
     let mut model = load(&dir);
     for i in 1..=24 {
         let img = read_png(&kodak.join(format!("kodim{i:02}.png")));
@@ -288,14 +354,18 @@ fn kodak_packets_fit_every_budget() {
     }
 }
 
-/// Several models on one link (two codebooks): under a budget the encoder keeps the packet that
-/// sends the most index bits, never over the budget; the decoder set decodes whichever it names.
+/// Several models on one link (two codebooks, K=16 and K=4): under a budget the encoder keeps
+/// the packet that sends the most index bits per 16x16 pixels, never over the budget; the decoder
+/// set decodes whichever it names. tiny-model-k4 sends every token in a few bytes (its prior is
+/// nearly certain of its usual token) but only 2 index bits per block: it must win the small
+/// budgets and lose the large ones to the K=16 model (4 bits per block).
 #[test]
 fn model_set_picks_a_codebook_under_the_budget() {
     use gstuigc::codec::{modelset::sent_bits_per_block, Density, ModelSet};
     let a = load(&tiny_model_dir());
-    let b = load(&tiny_model_b_dir());
+    let b = load(&tiny_model_k4_dir());
     let (ka, kb) = (a.bundle().codebook_size, b.bundle().codebook_size);
+    assert_eq!((ka, kb), (16, 4), "the test needs two codebook sizes");
     let mut set = ModelSet::new(vec![a, b]).unwrap();
     let img = synthetic(160, 96, 4);
     // Without a budget: the primary model.
@@ -303,7 +373,7 @@ fn model_set_picks_a_codebook_under_the_budget() {
         .encode_auto(&img, FrameParams::default(), Density::Normal)
         .unwrap();
     assert_eq!(i, 0);
-    let mut seen = [false; 2];
+    let mut chosen = Vec::new();
     for cap in [20usize, 30, 40, 60, 90, 140, 220, 400] {
         let params = FrameParams {
             max_bytes: Some(cap),
@@ -317,7 +387,7 @@ fn model_set_picks_a_codebook_under_the_budget() {
             }
             Err(e) => panic!("{e}"),
         };
-        seen[i] = true;
+        chosen.push((cap, i));
         assert!(enc.packet.bytes.len() <= cap);
         // The choice is the larger score of the two models' own rate-controlled packets.
         let mut scores = Vec::new();
@@ -328,13 +398,16 @@ fn model_set_picks_a_codebook_under_the_budget() {
                     .unwrap_or(-1.0),
             );
         }
+        assert_ne!(scores[0], scores[1], "cap {cap}: a tie decides nothing");
         let want = if scores[1] > scores[0] { 1 } else { 0 };
         assert_eq!(i, want, "cap {cap}: scores {scores:?}");
         let dec = set.decode(&enc.packet.bytes).unwrap();
         assert_eq!(dec.tokens.header.model_id, set.models()[i].model_id());
         assert_eq!((dec.image.width, dec.image.height), (160, 96));
     }
-    assert!(seen[0] || seen[1]);
+    // Both codebooks win somewhere: K=4 at the smallest budget that fits, K=16 at the largest.
+    assert_eq!(chosen.first().map(|c| c.1), Some(1), "{chosen:?}");
+    assert_eq!(chosen.last().map(|c| c.1), Some(0), "{chosen:?}");
     // A set without the packet's model names both sides.
     let (_, enc) = set
         .encode_auto(&img, FrameParams::default(), Density::Normal)
@@ -342,7 +415,8 @@ fn model_set_picks_a_codebook_under_the_budget() {
     let mut only_b = ModelSet::new(vec![load(&tiny_model_b_dir())]).unwrap();
     let err = only_b.decode(&enc.packet.bytes).unwrap_err().to_string();
     assert!(
-        err.contains(&set.models()[0].model_id().to_string()),
+        err.contains(&set.models()[0].model_id().to_string())
+            && err.contains(&only_b.models()[0].model_id().to_string()),
         "{err}"
     );
     // The same bundle twice is refused.

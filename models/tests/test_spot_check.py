@@ -1,10 +1,11 @@
 """Checkpoint spot check: image selection and the raw / colour-corrected scores."""
 import numpy as np
 import pytest
+from conftest import require_module
 
-torch = pytest.importorskip("torch")
+torch = require_module("torch")
 
-from uigc_models.lpips import LPIPS, weights_path  # noqa: E402
+from uigc_models.lpips import LPIPS  # noqa: E402
 from uigc_models.model import Tokenizer  # noqa: E402
 from uigc_models.spot_check import score, select_images  # noqa: E402
 
@@ -27,10 +28,8 @@ def test_select_images(tmp_path):
         select_images("kodim01,kodim99", root)
 
 
-def test_colour_correction_scores_better_on_a_flat_image():
-    w = weights_path("alex")
-    if not __import__("os").path.exists(w):
-        pytest.skip(f"LPIPS-alex weights not found at {w}")
+def test_colour_correction_scores_better_on_a_flat_image(lpips_alex_weights):
+    w = lpips_alex_weights
     torch.manual_seed(0)
     tok = Tokenizer(k=32, code_dim=8, enc_ch=(8, 8, 16), enc_res=(1, 0, 1), dec_ch=(16, 8, 8, 8, 8),
                     dec_res=(1, 0, 0, 0, 0)).eval()

@@ -8,11 +8,12 @@ import types
 
 import numpy as np
 import pytest
+from conftest import require_module
 from PIL import Image
 
-torch = pytest.importorskip("torch")
-ort = pytest.importorskip("onnxruntime")
-onnx = pytest.importorskip("onnx")
+torch = require_module("torch")
+ort = require_module("onnxruntime")
+onnx = require_module("onnx")
 
 from conftest import REPO_ROOT, cli_roundtrip  # noqa: E402
 from uigc_models.bundle import read_manifest, read_prior_bin, to_network, verify_bundle_hashes  # noqa: E402

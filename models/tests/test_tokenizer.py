@@ -3,9 +3,10 @@ import os
 
 import numpy as np
 import pytest
+from conftest import require_module
 
-torch = pytest.importorskip("torch")
-ort = pytest.importorskip("onnxruntime")
+torch = require_module("torch")
+ort = require_module("onnxruntime")
 
 from uigc_models.export import export_onnx  # noqa: E402
 from uigc_models.model import Tokenizer, spherical_kmeans  # noqa: E402

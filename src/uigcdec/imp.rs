@@ -70,6 +70,9 @@ struct State {
     /// Per stream id: its receiver state and when it was last heard (packet count).
     streams: std::collections::HashMap<u32, (codec::StreamDecoder, u64)>,
     packets: u64,
+    /// Packets dropped since the last decoded one: they arrived, so they fill the next gap in
+    /// the frame counter before anything is counted lost.
+    dropped_since_decoded: u64,
     reported_latency: Option<gst::ClockTime>,
 }
 
@@ -251,14 +254,18 @@ impl ObjectImpl for UigcDec {
                     .build(),
                 glib::ParamSpecUInt64::builder("frames-decoded")
                     .nick("Frames decoded")
-                    .blurb("Packets decoded into frames since the element started")
+                    .blurb(
+                        "Packets decoded into frames since the element started (a duplicated \
+                         packet is decoded and counted again)",
+                    )
                     .read_only()
                     .build(),
                 glib::ParamSpecUInt64::builder("frames-dropped")
                     .nick("Frames dropped")
                     .blurb(
-                        "Packets dropped since the element started: corrupt, truncated, \
-                         foreign or from another model",
+                        "Packets that arrived but were not decoded since the element started: \
+                         corrupt, truncated, foreign, too large or from another model. Every \
+                         packet received counts once in frames-decoded or frames-dropped",
                     )
                     .read_only()
                     .build(),
@@ -275,8 +282,11 @@ impl ObjectImpl for UigcDec {
                 glib::ParamSpecUInt64::builder("frames-lost")
                     .nick("Frames lost")
                     .blurb(
-                        "Frames that never arrived since the element started: gaps in the \
-                         frame counter of each sender (stream id)",
+                        "Frames that never arrived since the element started: the gaps in the \
+                         frame counter of each sender (stream id) between decoded packets, less \
+                         the packets dropped in between (those arrived: they count in \
+                         frames-dropped only, never in both). A loss after the last decoded \
+                         packet is counted when the next one arrives",
                     )
                     .read_only()
                     .build(),
@@ -389,6 +399,7 @@ impl VideoDecoderImpl for UigcDec {
             losses: LossCounter::default(),
             streams: Default::default(),
             packets: 0,
+            dropped_since_decoded: 0,
             reported_latency: None,
         });
         Ok(())
@@ -430,6 +441,7 @@ impl VideoDecoderImpl for UigcDec {
         let decoded = match decoded {
             Ok(d) => d,
             Err(e) => {
+                state.dropped_since_decoded += 1;
                 let desc = state.model_desc.clone();
                 drop(guard);
                 return self.reject(frame, &e, &desc);
@@ -438,7 +450,13 @@ impl VideoDecoderImpl for UigcDec {
         let header = codec::bitstream::parse_packet(&frame_bytes(&frame)?)
             .map_err(|_| gst::FlowError::Error)?
             .header;
-        let lost = state.losses.record(header.stream_id, header.frame);
+        let mut lost = state.losses.record(header.stream_id, header.frame);
+        if lost > 0 {
+            // A dropped packet's own frame counter cannot be trusted, but it did arrive: the
+            // packets dropped since the last decoded one are taken to be frames of this gap.
+            lost -= lost.min(state.dropped_since_decoded as i64);
+        }
+        state.dropped_since_decoded = 0;
         let input_state = state.input_state.clone();
         drop(guard);
 

@@ -17,6 +17,11 @@ pub fn tiny_model_b_dir() -> PathBuf {
     repo().join("tests/data/tiny-model-b")
 }
 
+/// A K=4 test bundle whose prior is nearly certain of token 0 (models/make_test_models.py).
+pub fn tiny_model_k4_dir() -> PathBuf {
+    repo().join("tests/data/tiny-model-k4")
+}
+
 /// The shipped default model, when it is in the tree.
 pub fn shipped_model_dir() -> Option<PathBuf> {
     let d = repo().join("models/uigc-small");
@@ -28,18 +33,114 @@ pub fn load(dir: &Path) -> Model {
         .unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
 }
 
-/// ../shared/data/kodak, or None with a message saying why the test does less.
-pub fn kodak_dir() -> Option<PathBuf> {
-    let d = repo().join("../shared/data/kodak");
-    if d.join("kodim01.png").is_file() {
-        Some(d)
+/// True under CI (`CI` set to anything but empty, `0` or `false`; CI systems set `CI=true`).
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
+}
+
+/// Something a test needs (data, a model, a tool) is missing. Under CI that is a failure: this
+/// panics with `what`. Elsewhere the test does less: a loud `SKIP` line goes straight to stderr
+/// (past the test harness's capture, so `cargo test` shows it without `--nocapture`) and, when
+/// `UIGC_SKIP_LOG` names a file, is appended to it (deploy/test.sh prints that file in its
+/// summary). The caller returns after this.
+pub fn skip_or_fail(test: &str, what: &str) {
+    if ci() {
+        panic!("{test}: {what} (CI is set: a missing prerequisite is a failure, not a skip)");
+    }
+    let line = format!("SKIP {test}: {what}");
+    {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), "\n*** {line} ***");
+    }
+    if let Some(log) = std::env::var_os("UIGC_SKIP_LOG") {
+        use std::io::Write as _;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+/// The shared data directory, `../shared/data` next to the checkout.
+pub fn shared_data() -> PathBuf {
+    repo().join("../shared/data")
+}
+
+/// ../shared/data/kodak with all 24 images, or None after [`skip_or_fail`] (a failure under CI).
+pub fn kodak_dir(test: &str) -> Option<PathBuf> {
+    let d = shared_data().join("kodak");
+    let missing: Vec<String> = (1..=24)
+        .map(|i| format!("kodim{i:02}.png"))
+        .filter(|f| !d.join(f).is_file())
+        .collect();
+    if missing.is_empty() {
+        return Some(d);
+    }
+    let what = if d.is_dir() {
+        format!(
+            "the Kodak set is incomplete: {} lacks {}",
+            d.display(),
+            missing.join(", ")
+        )
     } else {
-        eprintln!(
-            "SKIP: {} is absent (the shared data set is not next to this checkout)",
+        format!(
+            "the Kodak set {} is absent (the shared data set ../shared/data is not next to this \
+             checkout)",
             d.display()
+        )
+    };
+    skip_or_fail(test, &what);
+    None
+}
+
+/// A file of the shared data set (e.g. `video/vtest.avi`), or None after [`skip_or_fail`].
+pub fn shared_file(test: &str, rel: &str) -> Option<PathBuf> {
+    let p = shared_data().join(rel);
+    if p.is_file() {
+        Some(p)
+    } else {
+        skip_or_fail(
+            test,
+            &format!("{} is absent (the shared data set)", p.display()),
         );
         None
     }
+}
+
+/// The shipped default model, or None after [`skip_or_fail`] (it is part of the repository:
+/// absent means a broken checkout, e.g. Git LFS files not fetched).
+pub fn shipped_model_or_skip(test: &str) -> Option<PathBuf> {
+    let d = shipped_model_dir();
+    if d.is_none() {
+        skip_or_fail(
+            test,
+            &format!(
+                "{} is absent (the shipped model bundle)",
+                repo().join("models/uigc-small/manifest.toml").display()
+            ),
+        );
+    }
+    d
+}
+
+/// True when `tool` runs (`tool --version`); otherwise [`skip_or_fail`] and false.
+pub fn have_tool(test: &str, tool: &str, package: &str) -> bool {
+    let ok = std::process::Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        skip_or_fail(
+            test,
+            &format!("the tool `{tool}` does not run (install {package}: deploy/setup.sh)"),
+        );
+    }
+    ok
 }
 
 pub fn read_png(path: &Path) -> RgbImage {
