@@ -407,8 +407,12 @@ fn vtest_clip_over_lossy_loopback_udp() {
             "identity",
             &eos_after,
             "!",
+            // Independent intra packets (the link's counters are exact per frame) and no QoS
+            // drops on a loaded machine: every frame becomes a packet.
             "uigcenc",
             &model,
+            "keyframe-interval=1",
+            "qos=false",
             "!",
             "multifilesink",
             &out,

@@ -408,46 +408,72 @@ fn keyframes_on_interval_and_request() {
     assert_eq!(intra, vec![0, 4, 6], "{kinds:?}");
 }
 
-const GOLDEN_INTER: &str = "tests/data/golden-inter/packet.uigc";
-
-/// The inter packet of the golden test: fixed grids, thumbnail and band.
-fn make_golden_inter(c: &mut TokenCodec) -> (Vec<u8>, Reference, Reference) {
-    let (w, h) = (320, 240);
-    let (a, b, changed) = grids(15, 20, 8, 21);
-    let (ca, cb) = (thumb(w, h, 5), thumb(w, h, 6));
-    let colour_changed: Vec<bool> = (0..cb.rows * cb.cols).map(|i| i % 3 == 0).collect();
-    let reference = Reference::intra(41, w, h, a, Some(ca));
-    let frame = InterFrame {
-        tokens: &b,
-        changed: &changed,
-        band: (2, 6),
-        colour: Some(&cb),
-        colour_changed: &colour_changed,
-    };
-    let (p, state) = c.encode_inter(&reference, &frame, 17, 42).unwrap();
-    (p.bytes, reference, state)
-}
-
-/// The committed inter packet: this build encodes the same bytes and decodes it to the same
-/// state (cross-version and cross-machine stability of the inter format and its contexts).
+/// The committed inter packet (examples/make_golden_inter.rs): this build encodes the same
+/// bytes from the committed inputs and decodes it to the same state (stability of the inter
+/// format, its contexts and the prior across versions and machines).
 #[test]
 fn golden_inter_packet() {
+    let dir = common::repo().join("tests/data/golden-inter");
+    let golden =
+        std::fs::read(dir.join("packet.uigc")).expect("tests/data/golden-inter/packet.uigc");
+    let j: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("inputs.json")).unwrap()).unwrap();
+    let u = |k: &str| j[k].as_u64().unwrap() as usize;
+    let list = |k: &str| -> Vec<i64> {
+        j[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect()
+    };
+    let flags = |k: &str| -> Vec<bool> {
+        j[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_bool().unwrap())
+            .collect()
+    };
+    let planes = |k: &str| -> [Vec<i32>; 3] {
+        std::array::from_fn(|p| {
+            j[k][p]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_i64().unwrap() as i32)
+                .collect()
+        })
+    };
+    let (rows, cols) = (u("rows"), u("cols"));
+    let grid = |k: &str| TokenGrid::new(rows, cols, list(k).iter().map(|&t| t as u16).collect());
+    let params = ColourParams::default();
+    let (cr, cc) = params.grid(u("width") as u32, u("height") as u32);
+    let thumb = |k: &str| ColourThumb {
+        params,
+        rows: cr,
+        cols: cc,
+        planes: planes(k),
+    };
+    let reference = Reference::intra(
+        u("reference_frame") as u32,
+        u("width") as u32,
+        u("height") as u32,
+        grid("reference"),
+        Some(thumb("colour_reference")),
+    );
+    let (tokens, changed, colour_new) = (grid("tokens"), flags("changed"), thumb("colour_new"));
+    let band = list("band");
+    let frame = InterFrame {
+        tokens: &tokens,
+        changed: &changed,
+        band: (band[0] as usize, band[1] as usize),
+        colour: Some(&colour_new),
+        colour_changed: &flags("colour_changed"),
+    };
     let mut c = codec_with_threads(2);
-    let golden = std::fs::read(common::repo().join(GOLDEN_INTER))
-        .expect("golden inter packet (write it with: cargo test --release --test stream -- --ignored write_golden_inter)");
-    let (bytes, reference, state) = make_golden_inter(&mut c);
-    assert_eq!(bytes, golden, "inter packet bytes changed");
+    let (p, state) = c
+        .encode_inter(&reference, &frame, u("stream_id") as u32, u("frame") as u32)
+        .unwrap();
+    assert_eq!(p.bytes, golden, "inter packet bytes changed");
     let d = c.decode_inter(&golden, &reference, false).unwrap();
     assert_eq!(d.reference, state);
-}
-
-/// Writes the golden inter packet; run explicitly, and only for a deliberate format change
-/// (CONTRIBUTING.md).
-#[test]
-#[ignore]
-fn write_golden_inter() {
-    let (bytes, _, _) = make_golden_inter(&mut codec_with_threads(1));
-    let path = common::repo().join(GOLDEN_INTER);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, bytes).unwrap();
 }

@@ -312,6 +312,17 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
     std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+fn write_png(path: &Path, img: &RgbImage) -> Result<(), String> {
+    image::save_buffer(
+        path,
+        &img.data,
+        img.width,
+        img.height,
+        image::ExtendedColorType::Rgb8,
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Encode {
@@ -402,14 +413,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 .decode(&bytes)
                 .map_err(|e| format!("{}: {e}", input.display()))?;
             let img = &dec.image;
-            image::save_buffer(
-                &output,
-                &img.data,
-                img.width,
-                img.height,
-                image::ExtendedColorType::Rgb8,
-            )
-            .map_err(|e| format!("{}: {e}", output.display()))?;
+            write_png(&output, img)?;
             let coded = dec.tokens.coded.iter().filter(|&&c| c).count();
             out!(
                 "{} -> {}: {}x{}, {} bytes, {:.4} bpp ({} coded + {} regenerated tokens); \
@@ -811,15 +815,7 @@ fn stream_decode(
             }
         };
         if let Some(img) = &image {
-            let path = output.join(format!("frame_{i:05}.png"));
-            image::save_buffer(
-                &path,
-                &img.data,
-                img.width,
-                img.height,
-                image::ExtendedColorType::Rgb8,
-            )
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            write_png(&output.join(format!("frame_{i:05}.png")), img)?;
         }
         last = image;
         out!(

@@ -93,7 +93,7 @@ impl ColourParams {
     }
 
     /// Inclusive range of the quantised values of plane `p` (0 = Y, 1 = Cb, 2 = Cr).
-    pub(crate) fn range(&self, p: usize) -> (i32, i32) {
+    pub fn range(&self, p: usize) -> (i32, i32) {
         let s = self.step as i32;
         if p == 0 {
             (0, div_round(255, s))
