@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dec-ch", type=int, nargs=5, default=[192, 128, 96, 48, 24])
     ap.add_argument("--dec-res", type=int, nargs=5, default=[2, 1, 1, 1, 0])
     ap.add_argument("--ema-decay", type=float, default=0.99)
+    ap.add_argument("--up-mode", choices=("nearest", "bilinear"), default=None,
+                    help="decoder upsampling (default nearest). Has no parameters, so with --init-from it may "
+                         "differ from the initialising checkpoint's; a resumed run keeps its own")
     # optimisation
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--batch", type=int, default=8)
@@ -178,17 +181,22 @@ def main(argv=None) -> int:
         # the architecture comes from the checkpoint; schedule/loss flags may be overridden
         for key in ("k", "code_dim", "enc_ch", "enc_res", "dec_ch", "dec_res"):
             setattr(args, key, saved[key])
+        args.up_mode = saved.get("up_mode") or "nearest"   # older checkpoints: nearest
     init = None
     if ckpt is None and args.init_from:
         init = torch.load(args.init_from, map_location="cpu", weights_only=False)
         for key in ("k", "code_dim", "enc_ch", "enc_res", "dec_ch", "dec_res"):
             setattr(args, key, init["args"][key])
+        if args.up_mode is None:
+            args.up_mode = init["args"].get("up_mode") or "nearest"
+    if args.up_mode is None:
+        args.up_mode = "nearest"
     write_config(rdir, args, extra={"device": str(device), "torch": torch.__version__,
                                     "resumed_from": ckpt_path if ckpt else None,
                                     "initialised_from": args.init_from if init else None})
 
     model = Tokenizer(args.k, args.code_dim, args.enc_ch, args.enc_res, args.dec_ch, args.dec_res,
-                      args.ema_decay).to(device)
+                      args.ema_decay, up_mode=args.up_mode).to(device)
     if init is not None:
         model.load_state_dict(init["model"])
         log.info(f"initialised from {args.init_from} (its step {init['step']}, "
@@ -227,7 +235,7 @@ def main(argv=None) -> int:
         log.info(f"resumed from {ckpt_path}: step {step}, {train_seconds / 60:.1f} training minutes")
     log.info(f"run dir {rdir}; device {device}; threads {torch.get_num_threads()}; "
              f"encoder {count_params(model.encoder)} params, decoder {count_params(model.decoder)} params, "
-             f"K={args.k} D={args.code_dim}")
+             f"K={args.k} D={args.code_dim}, decoder upsampling {args.up_mode}")
 
     data = load_cache(args.data_cache)
     sampler = CropSampler(data["images"], args.crop, seed=args.seed + step)
