@@ -43,8 +43,23 @@ def _scope_to_module(scope: str) -> str:
 
 
 def _initializers(model) -> dict[str, np.ndarray]:
+    """Initializers, plus Constant node outputs and Identity aliases of either (torch.onnx deduplicates
+    equal tensors, e.g. the all-ones GroupNorm weights of an untrained model, through Identity nodes)."""
     from onnx import numpy_helper
-    return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    vals = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    vals[n.output[0]] = numpy_helper.to_array(a.t)
+    changed = True
+    while changed:
+        changed = False
+        for n in model.graph.node:
+            if n.op_type == "Identity" and n.input[0] in vals and n.output[0] not in vals:
+                vals[n.output[0]] = vals[n.input[0]]
+                changed = True
+    return vals
 
 
 def _groupnorm_params(model, inits: dict) -> dict[str, np.ndarray]:
