@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--bf16", action="store_true",
+                    help="decoder and losses under bf16 autocast (GPU); encoder and quantiser stay fp32, so the "
+                         "tokens do not change")
     ap.add_argument("--seed", type=int, default=0)
     return ap
 
@@ -158,6 +161,20 @@ def rgb_to_cbcr(x: torch.Tensor) -> torch.Tensor:
     """[N,3,H,W] RGB (any affine range) -> [N,2,H,W] BT.601 Cb, Cr (same scale, no offset)."""
     r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
     return torch.cat([-0.168736 * r - 0.331264 * g + 0.5 * b, 0.5 * r - 0.418688 * g - 0.081312 * b], 1)
+
+
+def forward(model: Tokenizer, x, quantize: bool, bf16: bool):
+    """model(x) with the decoder under bf16 autocast when asked (encoder + nearest code in fp32)."""
+    if not bf16:
+        return model(x, quantize=quantize)
+    z = model.encode_z(x)
+    if quantize:
+        q, idx, commit = model.quant(z)
+    else:
+        q, idx, commit = z, None, z.new_zeros(())
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+        y = model.decoder(q)
+    return y.float(), z, idx, commit
 
 
 def psnr_m11(y, x) -> float:
@@ -308,14 +325,15 @@ def main(argv=None) -> int:
             g["lr"] = lr
 
         x = to_tensor_m11(sampler.batch(args.batch)).to(device)
-        y, z, idx, commit = model(x, quantize=quantize)
+        y, z, idx, commit = forward(model, x, quantize, args.bf16)
         if colour_loop is not None:
             # The receiver's view: a share of the batch corrected with the thumbnail.
             n_c = int(round(args.colour_loop_frac * y.shape[0]))
             y = torch.cat([colour.correct(y[:n_c], x[:n_c], *colour_loop), y[n_c:]], 0)
         l1 = (y - x).abs().mean()
         mse = F.mse_loss(y, x)
-        lpips_v = lp(y, x).mean()
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            lpips_v = lp(y, x).mean().float()
         lowp = (F.avg_pool2d(y, 8) - F.avg_pool2d(x, 8)).abs().mean()
         chroma = (F.avg_pool2d(rgb_to_cbcr(y), 4) - F.avg_pool2d(rgb_to_cbcr(x), 4)).abs().mean()
         loss = args.w_l1 * l1 + args.w_mse * mse + args.w_lpips * lpips_v + args.w_lowpass * lowp \
