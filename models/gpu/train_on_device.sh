@@ -6,6 +6,11 @@
 #   OUT=/tmp/o DRY_RUN=1 bash PACK/run.sh                    # 3 tiny steps on the CPU (CI test)
 #   MINUTES=5 OUT=... bash PACK/run.sh                       # another training length
 #
+# With the project's device tool (it sends the checkout it was started in, 64 MiB in all with what is
+# carried): from models/ of that checkout,
+#   python -m uigc_models.gpu_pack pack --ckpt RUN_OR_CKPT --out gpu/pack --max-side 768 --quality 90
+#   (--total-mib auto: what the tracked files leave of the 64 MiB), then
+#   run(command="OUT=$OUT bash models/gpu/pack/run.sh", carry=["models/gpu/pack"], timeout_s=600)
 # Writes $OUT/gpu_ckpt.pt (<= 16 MiB), train.log, metrics.jsonl, status.json, config.json, run.log.
 # Back here: python -m uigc_models.gpu_pack unpack --base <packed ckpt> --got gpu_ckpt.pt --out X.pt
 set -euo pipefail

@@ -1,7 +1,10 @@
 """Train on a borrowed GPU for a few minutes: pack here, run there, unpack here (issue 12, item 3).
 
 The GPU machine (an H200 with PyTorch, no network) takes at most 64 MiB of inputs, returns files of at
-most 16 MiB and runs ~10 minutes at a time. So:
+most 16 MiB and runs ~10 minutes at a time. The project's device tool counts the repository's working
+tree (tracked and untracked-not-ignored files, ~38 MiB today: the shipped bundles) in those 64 MiB, so
+`--total-mib auto` (the default) sizes the pack to what is left beside it (put the pack in an ignored
+folder of the checkout the tool sends, e.g. models/gpu/pack/, and `carry` it). So:
 
     # here (CPU): a folder with everything the run needs, <= 64 MiB in all
     python -m uigc_models.gpu_pack pack --ckpt tok-k256-bil --out gpu-pack [--train-args "..."]
@@ -12,10 +15,12 @@ most 16 MiB and runs ~10 minutes at a time. So:
     python -m uigc_models.gpu_pack unpack --base tok-k256-bil --got OUT/gpu_ckpt.pt --out ~/.cache/uigc/runs/gpu-1.pt
 
 The pack holds: a copy of uigc_models/ (the code that trains, so the run does not depend on the
-checkout there), ckpt.pt (model weights fp32 + args, no optimiser), lpips_alex.pt (fp16),
-train_jpeg.pkl (a random subset of ../shared/data/train/ as the original JPEG bytes, decoded there
-with PIL or torchvision; as many files as fit in the budget: <= --max-data-mib and the 64 MiB total),
-pack.json (the training flags and the sizes) and run.sh.
+checkout there), ckpt.pt (args + weights, no optimiser: the encoder and codebook fp32, so the tokens
+are exact; the decoder fp16 with --decoder-fp16, the default, since it is trained further anyway),
+lpips_alex.pt (fp16), train_jpeg.pkl (a seeded random subset of ../shared/data/train/ as JPEG bytes,
+decoded there with PIL or torchvision: the original files, or with --max-side / --quality re-encoded
+smaller so that more photos fit; as many as fit: <= --max-data-mib and the total), pack.json (the
+training flags and the sizes) and run.sh.
 `DRY_RUN=1 bash run.sh` (or `run --dry-run`) trains 3 steps on tiny crops on the CPU: the CI test.
 
 The returned checkpoint has the whole model when it fits in 16 MiB, else (with --freeze-encoder)
@@ -58,8 +63,38 @@ def _dir_bytes(d: str) -> int:
     return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(d) for f in fs)
 
 
-def pack(ckpt: str, out: str, data_root: str, train_args: str, max_data_mib: float = 60.0, minutes: float = 8.5,
-         lpips_weights: str | None = None, seed: int = 0, log=print) -> dict:
+def travelling_tree_bytes(repo: str) -> int:
+    """Bytes of the files the device tool sends with a checkout: tracked + untracked-not-ignored."""
+    import subprocess
+    r = subprocess.run(["git", "-C", repo, "ls-files", "-z", "-co", "--exclude-standard"], capture_output=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"git ls-files failed in {repo}: {r.stderr.decode().strip()}")
+    total = 0
+    for f in r.stdout.split(b"\0"):
+        p = os.path.join(repo, f.decode())
+        if f and os.path.isfile(p) and not os.path.islink(p):
+            total += os.path.getsize(p)
+    return total
+
+
+def _jpeg_bytes(path: str, max_side: int, quality: int) -> bytes:
+    with open(path, "rb") as f:
+        raw = f.read()
+    if not max_side and not quality:
+        return raw
+    from PIL import Image
+    im = Image.open(io.BytesIO(raw)).convert("RGB")
+    if max_side and max(im.size) > max_side:
+        s = max_side / max(im.size)
+        im = im.resize((round(im.size[0] * s), round(im.size[1] * s)), Image.LANCZOS)
+    b = io.BytesIO()
+    im.save(b, "JPEG", quality=quality or 95, subsampling=0)
+    return b.getvalue()
+
+
+def pack(ckpt: str, out: str, data_root: str, train_args: str, max_data_mib: float = 60.0, minutes: float = 8.0,
+         lpips_weights: str | None = None, seed: int = 0, log=print, total_mib: float = 64.0,
+         decoder_fp16: bool = True, max_side: int = 0, quality: int = 0, min_side: int = 256) -> dict:
     import torch
 
     from .data import list_train_images
@@ -78,7 +113,11 @@ def pack(ckpt: str, out: str, data_root: str, train_args: str, max_data_mib: flo
     # checkpoint (weights fp32, no optimiser)
     src = resolve_ckpt(ckpt)
     ck = torch.load(src, map_location="cpu", weights_only=False)
-    torch.save(_slim_state(ck), os.path.join(out, "ckpt.pt"))
+    slim = _slim_state(ck)
+    if decoder_fp16:
+        slim["model"] = {k: (v.half() if k.startswith("decoder.") and v.is_floating_point() else v)
+                         for k, v in slim["model"].items()}
+    torch.save(slim, os.path.join(out, "ckpt.pt"))
     # LPIPS-alex in fp16 (loaded into the fp32 module there)
     lw = lpips_weights or weights_path("alex")
     sd = torch.load(lw, map_location="cpu", weights_only=True)
@@ -87,32 +126,40 @@ def pack(ckpt: str, out: str, data_root: str, train_args: str, max_data_mib: flo
                os.path.join(out, "lpips", "lpips_alex.pt"))
     # data: whole JPEG files, in a seeded random order, while they fit
     fixed = _dir_bytes(out) + 64 * 1024   # + pack.json and slack
-    budget = min(int(max_data_mib * MiB), INPUT_LIMIT - fixed - MiB)
+    budget = min(int(max_data_mib * MiB), int(total_mib * MiB) - fixed - MiB)
     if budget <= 0:
         raise ValueError(f"no room for data: code + checkpoint + LPIPS take {fixed / MiB:.1f} MiB")
     files = list_train_images(data_root)
     order = np.random.default_rng(seed).permutation(len(files))
     chosen, blobs, used = [], [], 0
+    skipped = 0
     for i in order:
-        size = os.path.getsize(files[i])
-        if used + size + 200 > budget:
+        if used + 20 * 1024 > budget:
+            break
+        b = _jpeg_bytes(files[i], max_side, quality)
+        if used + len(b) + 200 > budget:
             continue
-        with open(files[i], "rb") as f:
-            blobs.append(f.read())
+        if max_side and min_side:
+            from PIL import Image
+            if min(Image.open(io.BytesIO(b)).size) < min_side:   # too small for the training crops
+                skipped += 1
+                continue
+        blobs.append(b)
         chosen.append(os.path.relpath(files[i], data_root))
-        used += size + 200
+        used += len(b) + 200
     with open(os.path.join(out, "train_jpeg.pkl"), "wb") as f:
         pickle.dump({"names": chosen, "files": blobs}, f, protocol=4)
     meta = {"ckpt": src, "ckpt_step": ck.get("step"), "ckpt_train_minutes": ck.get("train_seconds", 0) / 60,
             "hparams": ck.get("hparams"), "train_args": train_args, "minutes": minutes,
-            "data_files": len(chosen), "data_of": len(files), "data_mib": used / MiB,
+            "data_files": len(chosen), "data_of": len(files), "data_mib": used / MiB, "total_limit_mib": total_mib,
+            "decoder_fp16": decoder_fp16, "max_side": max_side, "quality": quality,
             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     with open(os.path.join(out, "pack.json"), "w") as f:
         json.dump(meta, f, indent=1)
     meta["total_mib"] = _dir_bytes(out) / MiB
-    if meta["total_mib"] * MiB > INPUT_LIMIT:
-        raise RuntimeError(f"pack is {meta['total_mib']:.1f} MiB > 64 MiB")
-    log(f"packed {out}: {meta['total_mib']:.1f} MiB ({len(chosen)}/{len(files)} training JPEGs, "
+    if meta["total_mib"] > total_mib:
+        raise RuntimeError(f"pack is {meta['total_mib']:.1f} MiB > {total_mib:.1f} MiB")
+    log(f"packed {out}: {meta['total_mib']:.1f} MiB of {total_mib:.1f} ({len(chosen)}/{len(files)} training JPEGs, "
         f"{used / MiB:.1f} MiB; checkpoint step {meta['ckpt_step']})")
     return meta
 
@@ -221,9 +268,17 @@ def main(argv=None) -> int:
     p.add_argument("--data-root", default=DATA_ROOT)
     p.add_argument("--train-args", default=DEFAULT_TRAIN_ARGS, help="train.py flags (not those the runner sets)")
     p.add_argument("--max-data-mib", type=float, default=60.0)
-    p.add_argument("--minutes", type=float, default=8.5, help="training minutes there")
+    p.add_argument("--minutes", type=float, default=8.0, help="training minutes there (+ ~1 min of start-up and saving: fits a 10-minute command)")
     p.add_argument("--lpips-weights", default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--total-mib", default="auto",
+                   help="size limit of the pack: a number, or auto = 64 MiB minus the files that travel with the "
+                        "checkout named by --repo (the device tool sends both)")
+    p.add_argument("--repo", default=os.path.dirname(os.path.dirname(PKG_DIR)),
+                   help="checkout the device tool sends (for --total-mib auto)")
+    p.add_argument("--decoder-fp32", action="store_true", help="pack the decoder in fp32 (default fp16)")
+    p.add_argument("--max-side", type=int, default=0, help="re-encode training photos to this longest side")
+    p.add_argument("--quality", type=int, default=0, help="re-encode training photos at this JPEG quality")
     r = sub.add_parser("run")
     r.add_argument("--pack", default=os.path.dirname(PKG_DIR))
     r.add_argument("--out", default=os.environ.get("OUT"))
@@ -235,7 +290,14 @@ def main(argv=None) -> int:
     u.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     if a.cmd == "pack":
-        pack(a.ckpt, a.out, a.data_root, a.train_args, a.max_data_mib, a.minutes, a.lpips_weights, a.seed)
+        if a.total_mib == "auto":
+            tree = travelling_tree_bytes(a.repo)
+            total = (INPUT_LIMIT - tree) / MiB
+            print(f"--total-mib auto: 64 MiB - {tree / MiB:.1f} MiB of files travelling with {a.repo} = {total:.1f} MiB")
+        else:
+            total = float(a.total_mib)
+        pack(a.ckpt, a.out, a.data_root, a.train_args, a.max_data_mib, a.minutes, a.lpips_weights, a.seed,
+             total_mib=total, decoder_fp16=not a.decoder_fp32, max_side=a.max_side, quality=a.quality)
         return 0
     if a.cmd == "run":
         if not a.out:
