@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--w-lowpass", type=float, default=1.0, help="L1 on 8x average-pooled images (colour)")
     ap.add_argument("--w-chroma", type=float, default=0.0,
                     help="L1 on 4x average-pooled chroma (Cb, Cr) - against hue shifts in saturated regions")
+    ap.add_argument("--lpips-shift", type=int, default=0, metavar="N",
+                    help="score LPIPS on both images cropped by N px at a random offset (0..N-1 per axis, new each "
+                         "step). LPIPS-alex's stride-4/8/16 sampling lattice is otherwise fixed to the crop origin, "
+                         "i.e. to the token grid, and its gradient writes a phase-locked 8-px pattern into the decoder "
+                         "(issue 12's grid); 16 randomises all three phases. 0: off (the runs up to 0.3.0)")
     ap.add_argument("--colour-loop", default=None, metavar="BLOCK:STEP",
                     help="train with the decoder's colour-thumbnail correction in the loop (colour.py) "
                          "on a share of each batch (--colour-loop-frac), e.g. 32:4")
@@ -332,8 +337,14 @@ def main(argv=None) -> int:
             y = torch.cat([colour.correct(y[:n_c], x[:n_c], *colour_loop), y[n_c:]], 0)
         l1 = (y - x).abs().mean()
         mse = F.mse_loss(y, x)
+        ly, lx = y, x
+        if args.lpips_shift:
+            n_s = args.lpips_shift
+            dy, dx = (int(v) for v in torch.randint(0, n_s, (2,)))
+            hh, ww = y.shape[-2] - n_s, y.shape[-1] - n_s
+            ly, lx = y[..., dy:dy + hh, dx:dx + ww], x[..., dy:dy + hh, dx:dx + ww]
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=args.bf16):
-            lpips_v = lp(y, x).mean().float()
+            lpips_v = lp(ly, lx).mean().float()
         lowp = (F.avg_pool2d(y, 8) - F.avg_pool2d(x, 8)).abs().mean()
         chroma = (F.avg_pool2d(rgb_to_cbcr(y), 4) - F.avg_pool2d(rgb_to_cbcr(x), 4)).abs().mean()
         loss = args.w_l1 * l1 + args.w_mse * mse + args.w_lpips * lpips_v + args.w_lowpass * lowp \
