@@ -44,7 +44,7 @@ def test_pack_dry_run_unpack(tmp_path):
     tok = tiny_ckpt(base)
     pdir = tmp_path / "pack"
     meta = pack(str(base), str(pdir), fake_train_root(tmp_path / "data"),
-                "--freeze-encoder --warmup-frac 0 --colour-loop 32:4", max_data_mib=60, minutes=1,
+                "--freeze-encoder --warmup-frac 0 --colour-loop 32:4 --lpips-shift 16", max_data_mib=60, minutes=1,
                 lpips_weights=w, log=lambda *_: None)
     assert meta["data_files"] == 9 and meta["total_mib"] * 2 ** 20 <= INPUT_LIMIT
     assert (pdir / "run.sh").exists() and (pdir / "uigc_models" / "train.py").exists()
