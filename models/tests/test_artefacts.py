@@ -41,3 +41,20 @@ def test_blur_stays_below_one_and_record_shape():
     assert rec["periodic_max"] < 1.0, rec
     s = summarise([{"image": "x.png", **rec}, {"image": "y.png", **periodic_record(a, a)}])
     assert s["periodic_images_over_2"] == 0 and abs(s["periodic_max_worst"] - 1.0) < 1e-9
+
+
+def test_lpips_shifted_identical_is_zero_and_sees_a_difference():
+    import os
+
+    import pytest
+    torch = pytest.importorskip("torch")
+    from uigc_models.artefacts import lpips_shifted
+    from uigc_models.lpips import LPIPS, weights_path
+    w = weights_path("alex")
+    if not os.path.exists(w):
+        pytest.skip(f"LPIPS-alex weights not found at {w}")
+    lp = LPIPS("alex", weights=w)
+    a = torch.from_numpy(photo_like(96, 128)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    assert lpips_shifted(lp, a, a) < 1e-6
+    b = a + 0.2 * torch.cos(torch.arange(96.0) * 2 * torch.pi / 8)[None, None, :, None]
+    assert lpips_shifted(lp, a, b) > 0.01
