@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "step). LPIPS-alex's stride-4/8/16 sampling lattice is otherwise fixed to the crop origin, "
                          "i.e. to the token grid, and its gradient writes a phase-locked 8-px pattern into the decoder "
                          "(issue 12's grid); 16 randomises all three phases. 0: off (the runs up to 0.3.0)")
+    ap.add_argument("--w-grid", type=float, default=0.0,
+                    help="penalty on the error's pattern locked to the 16-px token grid: the mean over the batch and "
+                         "all 16x16 blocks of (decoded - original), its mean removed, squared (per pixel the same "
+                         "scale as the MSE term, acting on that component only). Periods 16, 8, 4, 2 px")
     ap.add_argument("--colour-loop", default=None, metavar="BLOCK:STEP",
                     help="train with the decoder's colour-thumbnail correction in the loop (colour.py) "
                          "on a share of each batch (--colour-loop-frac), e.g. 32:4")
@@ -180,6 +184,14 @@ def forward(model: Tokenizer, x, quantize: bool, bf16: bool):
     with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
         y = model.decoder(q)
     return y.float(), z, idx, commit
+
+
+def grid_template(err: torch.Tensor, block: int = 16) -> torch.Tensor:
+    """[N,C,H,W] -> [C,block,block]: mean over the batch and all whole blocks, the template's mean removed."""
+    n, c, h, w = err.shape
+    hb, wb = h // block * block, w // block * block
+    t = err[..., :hb, :wb].reshape(n, c, hb // block, block, wb // block, block).mean((0, 2, 4))
+    return t - t.mean((1, 2), keepdim=True)
 
 
 def psnr_m11(y, x) -> float:
@@ -347,8 +359,9 @@ def main(argv=None) -> int:
             lpips_v = lp(ly, lx).mean().float()
         lowp = (F.avg_pool2d(y, 8) - F.avg_pool2d(x, 8)).abs().mean()
         chroma = (F.avg_pool2d(rgb_to_cbcr(y), 4) - F.avg_pool2d(rgb_to_cbcr(x), 4)).abs().mean()
+        grid = grid_template(y - x).pow(2).mean()   # logged always: the phase-locked error
         loss = args.w_l1 * l1 + args.w_mse * mse + args.w_lpips * lpips_v + args.w_lowpass * lowp \
-            + args.w_chroma * chroma + args.beta * commit
+            + args.w_chroma * chroma + args.beta * commit + args.w_grid * grid
         g_loss = torch.zeros(())
         if gan_on:
             for p in disc.parameters():
@@ -393,7 +406,7 @@ def main(argv=None) -> int:
         if pbar is not None:
             pbar.update(int(train_seconds) - pbar.n)
         for key, v in (("loss", loss), ("l1", l1), ("mse", mse), ("lpips", lpips_v), ("lowpass", lowp),
-                       ("chroma", chroma),
+                       ("chroma", chroma), ("grid", grid),
                        ("commit", commit), ("g", g_loss), ("d", d_loss)):
             acc[key] = acc.get(key, 0.0) + float(v.detach())
         acc["psnr"] = acc.get("psnr", 0.0) + psnr_m11(y.detach(), x)
