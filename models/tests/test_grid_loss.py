@@ -20,3 +20,12 @@ def test_locked_pattern_is_seen_and_unlocked_noise_is_not():
     y = (x + locked).requires_grad_(True)
     grid_template(y - x).pow(2).mean().backward()
     assert y.grad.abs().sum() > 0
+
+
+def test_per_crop_sees_a_pattern_whose_sign_depends_on_the_image():
+    rows = torch.arange(64.0)
+    pat = 0.05 * torch.cos(2 * torch.pi * rows / 8)[None, None, :, None].expand(2, 3, 64, 64).clone()
+    pat[1] *= -1      # opposite sign in the second image: cancels in the batch mean
+    assert grid_template(pat).abs().max() < 1e-7
+    assert grid_template(pat, per_crop=True).shape == (2, 3, 16, 16)
+    assert grid_template(pat, per_crop=True).pow(2).mean() > 1e-4

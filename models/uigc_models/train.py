@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="penalty on the error's pattern locked to the 16-px token grid: the mean over the batch and "
                          "all 16x16 blocks of (decoded - original), its mean removed, squared (per pixel the same "
                          "scale as the MSE term, acting on that component only). Periods 16, 8, 4, 2 px")
+    ap.add_argument("--grid-scope", choices=("batch", "crop"), default="batch",
+                    help="--w-grid's block pattern: averaged over the whole batch (a pattern common to all images) "
+                         "or per crop (also one that depends on the image: what the Kodak figure still shows)")
     ap.add_argument("--colour-loop", default=None, metavar="BLOCK:STEP",
                     help="train with the decoder's colour-thumbnail correction in the loop (colour.py) "
                          "on a share of each batch (--colour-loop-frac), e.g. 32:4")
@@ -186,12 +189,15 @@ def forward(model: Tokenizer, x, quantize: bool, bf16: bool):
     return y.float(), z, idx, commit
 
 
-def grid_template(err: torch.Tensor, block: int = 16) -> torch.Tensor:
-    """[N,C,H,W] -> [C,block,block]: mean over the batch and all whole blocks, the template's mean removed."""
+def grid_template(err: torch.Tensor, block: int = 16, per_crop: bool = False) -> torch.Tensor:
+    """[N,C,H,W] -> [C,block,block]: mean over the batch and all whole blocks, the template's mean removed
+    (per_crop: [N,C,block,block], the mean over each crop's blocks = its error at the grid's harmonics)."""
     n, c, h, w = err.shape
     hb, wb = h // block * block, w // block * block
-    t = err[..., :hb, :wb].reshape(n, c, hb // block, block, wb // block, block).mean((0, 2, 4))
-    return t - t.mean((1, 2), keepdim=True)
+    t = err[..., :hb, :wb].reshape(n, c, hb // block, block, wb // block, block).mean((2, 4))
+    if not per_crop:
+        t = t.mean(0)
+    return t - t.mean((-2, -1), keepdim=True)
 
 
 def psnr_m11(y, x) -> float:
@@ -359,7 +365,7 @@ def main(argv=None) -> int:
             lpips_v = lp(ly, lx).mean().float()
         lowp = (F.avg_pool2d(y, 8) - F.avg_pool2d(x, 8)).abs().mean()
         chroma = (F.avg_pool2d(rgb_to_cbcr(y), 4) - F.avg_pool2d(rgb_to_cbcr(x), 4)).abs().mean()
-        grid = grid_template(y - x).pow(2).mean()   # logged always: the phase-locked error
+        grid = grid_template(y - x, per_crop=args.grid_scope == "crop").pow(2).mean()   # logged always
         loss = args.w_l1 * l1 + args.w_mse * mse + args.w_lpips * lpips_v + args.w_lowpass * lowp \
             + args.w_chroma * chroma + args.beta * commit + args.w_grid * grid
         g_loss = torch.zeros(())
