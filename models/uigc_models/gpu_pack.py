@@ -46,7 +46,7 @@ INPUT_LIMIT = 64 * MiB
 RETURN_LIMIT = 16 * MiB
 PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 RUN_SH = os.path.join(os.path.dirname(PKG_DIR), "gpu", "train_on_device.sh")
-DEFAULT_TRAIN_ARGS = ("--freeze-encoder --warmup-frac 0 --crop 256 --batch 16 --w-chroma 2 --lr 1e-4 --lpips-shift 16 --w-grid 1000 "
+DEFAULT_TRAIN_ARGS = ("--freeze-encoder --warmup-frac 0 --crop 256 --batch 16 --w-chroma 2 --lr 1e-4 --lpips-shift 16 --w-grid 1000 --grid-scope crop "
                       "--colour-loop 32:4 --colour-loop-frac 0.75 --w-lpips 3 --w-l1 0.5 --w-mse 0.5 "
                       "--ckpt-every-min 3 --log-every 50")
 # flags the runner sets itself
