@@ -12,14 +12,15 @@ from uigc_models.export import export_onnx  # noqa: E402
 from uigc_models.model import Tokenizer, spherical_kmeans  # noqa: E402
 
 
-def tiny():
+def tiny(up_mode="nearest"):
     torch.manual_seed(0)
     return Tokenizer(k=32, code_dim=8, enc_ch=(8, 8, 16), enc_res=(1, 0, 1), dec_ch=(16, 8, 8, 8, 8),
-                     dec_res=(1, 0, 0, 0, 0)).eval()
+                     dec_res=(1, 0, 0, 0, 0), up_mode=up_mode).eval()
 
 
-def test_export_matches_torch(tmp_path):
-    tok = tiny()
+@pytest.mark.parametrize("up_mode", ["nearest", "bilinear"])
+def test_export_matches_torch(tmp_path, up_mode):
+    tok = tiny(up_mode)
     export_onnx(tok, str(tmp_path))
     enc = ort.InferenceSession(str(tmp_path / "tokenizer_encoder.onnx"), providers=["CPUExecutionProvider"])
     dec = ort.InferenceSession(str(tmp_path / "tokenizer_decoder.onnx"), providers=["CPUExecutionProvider"])
@@ -33,6 +34,14 @@ def test_export_matches_torch(tmp_path):
         y = dec.run(["image"], {"indices": a})[0]
         yt = tok.decode_indices(torch.from_numpy(a)).numpy()
         assert y.shape == (1, 3, h, w) and np.abs(y - yt).max() < 1e-4
+    # the graphs carry the upsampling mode: onnx_import reads it back with the weights
+    from uigc_models.onnx_import import import_bundle
+    back, hp = import_bundle(str(tmp_path))
+    assert hp["up_mode"] == up_mode and hp["dec_ch"] == [16, 8, 8, 8, 8] and hp["dec_res"] == [1, 0, 0, 0, 0]
+    assert hp["enc_ch"] == [8, 8, 16] and hp["enc_res"] == [1, 0, 1]
+    for k, v in tok.state_dict().items():
+        if not k.startswith("quant.") or k == "quant.embed":
+            assert torch.allclose(v.float(), back.state_dict()[k].float()), k
 
 
 def test_quantizer_straight_through_and_ema():

@@ -1,4 +1,4 @@
-"""python -m uigc_models <step> [args]: prepare | train | reduce | average | spot-check | export | taming-import | evaluate | lpips."""
+"""python -m uigc_models <step> [args]: prepare | train | reduce | average | spot-check | export | taming-import | evaluate | lpips | onnx-import | artefacts | grid-probe | gpu-pack."""
 import sys
 
 STEPS = {
@@ -11,6 +11,10 @@ STEPS = {
     "taming-import": ("uigc_models.taming_import", []),
     "evaluate": ("uigc_models.evaluate", []),
     "lpips": ("uigc_models.lpips", []),
+    "onnx-import": ("uigc_models.onnx_import", []),
+    "artefacts": ("uigc_models.artefacts", []),
+    "grid-probe": ("uigc_models.grid_probe", []),
+    "gpu-pack": ("uigc_models.gpu_pack", []),
 }
 
 

@@ -6,7 +6,9 @@ JSON schema for every codec, per image.
         --av1 --out ~/.cache/uigc/runs/bench-kodak
 
 Every record: {"codec", "setting", "image", "width", "height", "bytes", "bpp", "psnr", "ms_ssim",
-"lpips_alex", "seconds"}; bytes are the real file sizes (the uigc packet, the raw AV1 OBU
+"lpips_alex", "lpips_alex_shifted", "chroma_err", "periodic_max", "periodic", "seconds"}
+(lpips_alex_shifted: at odd offsets, artefacts.lpips_shifted; periodic: artefacts.py, the
+decoded/original luma power at periods 4/8/16 px per axis, periodic_max its largest); bytes are the real file sizes (the uigc packet, the raw AV1 OBU
 stream). `--av1` encodes each image with `aomenc --allintra --end-usage=q --cpu-used=0` at the
 cq-level whose size is closest to the matching uigc packet (binary search; the first uigc point
 named by --av1-match). Writes records.json, summary.json (means per codec/setting) and a plot
@@ -26,6 +28,7 @@ import time
 import numpy as np
 import torch
 
+from .artefacts import lpips_shifted, periodic_record
 from .common import DATA_ROOT, set_threads
 from .data import list_kodak, load_rgb
 
@@ -48,8 +51,11 @@ class Metrics:
         a, b = t(ref), t(rec)
         with torch.no_grad():
             lp = float(self.lp(a / 127.5 - 1, b / 127.5 - 1)[0])
+            lps = lpips_shifted(self.lp, a / 127.5 - 1, b / 127.5 - 1)
             ms = float(self.ms_ssim(a, b, data_range=255.0))
-        return {"psnr": psnr(ref, rec), "ms_ssim": ms, "lpips_alex": lp, "chroma_err": chroma_error(ref, rec)}
+        return {"psnr": psnr(ref, rec), "ms_ssim": ms, "lpips_alex": lp, "lpips_alex_shifted": lps,
+                "chroma_err": chroma_error(ref, rec),
+                **periodic_record(ref, rec)}
 
 
 def chroma_error(ref: np.ndarray, rec: np.ndarray, block: int = 16) -> float:
@@ -159,14 +165,20 @@ def report(records: list, out: str) -> None:
         key = f"{r['codec']} {r['setting']}"
         summary.setdefault(key, []).append(r)
     table = {k: {m: float(np.mean([r[m] for r in v]))
-                 for m in ("bpp", "bytes", "psnr", "ms_ssim", "lpips_alex", "chroma_err") if all(m in r for r in v)}
+                 for m in ("bpp", "bytes", "psnr", "ms_ssim", "lpips_alex", "lpips_alex_shifted", "chroma_err",
+                           "periodic_max") if all(m in r for r in v)}
+             | ({"periodic_max_worst": float(max(r["periodic_max"] for r in v))}
+                if all("periodic_max" in r for r in v) else {})
              | {"images": len(v)} for k, v in summary.items()}
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(table, f, indent=1)
     for k, v in sorted(table.items(), key=lambda kv: kv[1]["bpp"]):
         print(f"{k:<48} bpp {v['bpp']:.4f}  PSNR {v['psnr']:.2f}  MS-SSIM {v['ms_ssim']:.4f}  "
               f"LPIPS-alex {v['lpips_alex']:.4f}  "
-              + (f"chroma err {v['chroma_err']:.2f}  " if "chroma_err" in v else "") + f"({v['images']} images)")
+              + (f"(shifted {v['lpips_alex_shifted']:.4f})  " if "lpips_alex_shifted" in v else "")
+              + (f"chroma err {v['chroma_err']:.2f}  " if "chroma_err" in v else "")
+              + (f"periodic max {v['periodic_max']:.2f} (worst {v['periodic_max_worst']:.1f})  "
+                 if "periodic_max" in v else "") + f"({v['images']} images)")
     try:
         import matplotlib
         matplotlib.use("Agg")

@@ -14,7 +14,6 @@ import pickle
 import sys
 
 import numpy as np
-from PIL import Image
 
 from .common import CACHE_ROOT, DATA_ROOT, setup_logging, write_config
 
@@ -41,12 +40,14 @@ def list_kodak(data_root: str = DATA_ROOT) -> list[str]:
 
 
 def load_rgb(path: str) -> np.ndarray:
+    from PIL import Image   # imported here: the GPU runner (gpu_pack) trains from this module without PIL
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.uint8)
 
 
 def prepare(data_root: str = DATA_ROOT, out: str = CACHE_FILE, extra_scales=(0.75,), min_side_for_scale=700,
             log=None) -> str:
     """Decode all training photos once; large ones are also stored downscaled (Kodak-like scale)."""
+    from PIL import Image
     files = list_train_images(data_root)
     images, names = [], []
     h = hashlib.sha256()

@@ -3,7 +3,8 @@
     python -m uigc_models.evaluate --bundle ../models/uigc-small
 
 Per image: PSNR (8-bit RGB), MS-SSIM (pytorch_msssim, data_range 255), LPIPS-alex (v0.1, offline
-port), tokens used, and the unigram code length in bpp: sum over tokens of -log2 p(token) with p
+port), the periodic-artefact figure (artefacts.py: decoded/original luma power at periods 4/8/16 px,
+both axes; `periodic_max` and `periodic`), tokens used, and the unigram code length in bpp: sum over tokens of -log2 p(token) with p
 from prior.bin, divided by the pixel count (the fixed-length rate log2(K)/256 is reported too).
 Writes <out>/per_image.json, <out>/summary.json, eval.log, config.json (default out:
 ~/.cache/uigc/runs/eval-<bundle name>/); --save-recon also writes the decoded PNGs there.
@@ -20,6 +21,7 @@ import time
 import numpy as np
 import torch
 
+from .artefacts import lpips_shifted, periodic_record, summarise as periodic_summary
 from .bundle import read_prior_bin, save_json_compat, verify_bundle_hashes
 from .common import DATA_ROOT, RUNS_ROOT, run_dir, set_threads, setup_logging, write_config
 from .data import list_kodak, load_rgb
@@ -50,8 +52,12 @@ def main(argv=None) -> int:
     mean = np.array(man["pixels"]["mean"], np.float32)
     std = np.array(man["pixels"]["std"], np.float32)
     k = man["codebook_size"]
-    w = read_prior_bin(os.path.join(bdir, man["prior"]["path"])).astype(np.float64)
-    code_len = -np.log2(w / w.sum())
+    if man["prior"].get("kind", "unigram") == "unigram":
+        w = read_prior_bin(os.path.join(bdir, man["prior"]["path"])).astype(np.float64)
+        code_len = -np.log2(w / w.sum())
+    else:   # an integer transformer prior (prior.bin "UGIP"): the real rates come from the Rust CLI (bench_codecs)
+        log.info(f"prior kind {man['prior'].get('kind')!r}: no unigram code length (bpp_unigram = nan)")
+        code_len = np.full(k, np.nan)
     enc, dec = ort_sessions(bdir, args.threads)
 
     from pytorch_msssim import ms_ssim
@@ -83,6 +89,7 @@ def main(argv=None) -> int:
         with torch.no_grad():
             ms = float(ms_ssim(ta, tb, data_range=255.0, size_average=True))
             lpv = float(lp(ta / 127.5 - 1, tb / 127.5 - 1).item())
+            lps = lpips_shifted(lp, ta / 127.5 - 1, tb / 127.5 - 1)
         bits = float(code_len[idx.ravel()].sum())
         # colour fidelity: per-channel mean shift (8-bit units) and PSNR of 8x8 block means
         shift = float(np.abs(a.reshape(-1, 3).mean(0) - rec.reshape(-1, 3).mean(0)).mean())
@@ -90,13 +97,15 @@ def main(argv=None) -> int:
         blk = lambda im: im[:hb, :wb].astype(np.float64).reshape(hb // 8, 8, wb // 8, 8, 3).mean((1, 3))
         lp_mse = float(np.mean((blk(a) - blk(rec)) ** 2))
         r = {"image": os.path.basename(p), "height": h, "width": wd, "tokens": int(idx.size),
-             "psnr": psnr_u8(a, rec), "ms_ssim": ms, "lpips_alex": lpv,
+             "psnr": psnr_u8(a, rec), "ms_ssim": ms, "lpips_alex": lpv, "lpips_alex_shifted": lps,
              "color_mean_shift": shift, "psnr_8x8_means": 10 * math.log10(255.0 ** 2 / max(lp_mse, 1e-12)),
              "unique_tokens": int((cnt > 0).sum()), "unigram_bits": bits, "bpp_unigram": bits / (h * wd),
-             "bpp_fixed": idx.size * math.log2(k) / (h * wd), "enc_s": te, "dec_s": td}
+             "bpp_fixed": idx.size * math.log2(k) / (h * wd), "enc_s": te, "dec_s": td,
+             **periodic_record(a, rec)}
         rows.append(r)
-        log.info(f"{r['image']}: PSNR {r['psnr']:.2f} dB, MS-SSIM {ms:.4f}, LPIPS-alex {lpv:.4f}, "
-                 f"bpp(unigram) {r['bpp_unigram']:.4f}, unique tokens {r['unique_tokens']}")
+        log.info(f"{r['image']}: PSNR {r['psnr']:.2f} dB, MS-SSIM {ms:.4f}, LPIPS-alex {lpv:.4f} (shifted {lps:.4f}), "
+                 f"bpp(unigram) {r['bpp_unigram']:.4f}, unique tokens {r['unique_tokens']}, "
+                 f"periodic max {r['periodic_max']:.2f}")
         if args.save_recon:
             from PIL import Image
             Image.fromarray(rec).save(os.path.join(out, r["image"]))
@@ -106,6 +115,7 @@ def main(argv=None) -> int:
         "mean_psnr": float(np.mean([r["psnr"] for r in rows])),
         "mean_ms_ssim": float(np.mean([r["ms_ssim"] for r in rows])),
         "mean_lpips_alex": float(np.mean([r["lpips_alex"] for r in rows])),
+        "mean_lpips_alex_shifted": float(np.mean([r["lpips_alex_shifted"] for r in rows])),
         "mean_bpp_unigram": float(np.mean([r["bpp_unigram"] for r in rows])),
         "mean_color_mean_shift": float(np.mean([r["color_mean_shift"] for r in rows])),
         "mean_psnr_8x8_means": float(np.mean([r["psnr_8x8_means"] for r in rows])),
@@ -116,6 +126,7 @@ def main(argv=None) -> int:
         "mean_unique_tokens_per_image": float(np.mean([r["unique_tokens"] for r in rows])),
         "mean_encoder_s": float(np.mean([r["enc_s"] for r in rows])),
         "mean_decoder_s": float(np.mean([r["dec_s"] for r in rows])),
+        **periodic_summary(rows),
         "threads": args.threads, "wall_s": time.time() - t0,
         "manifest_sha256": {s: man[s]["sha256"] for s in ("tokenizer_encoder", "tokenizer_decoder", "prior")},
     }

@@ -220,8 +220,9 @@ def main(argv=None) -> int:
     name = args.name or os.path.basename(out.rstrip("/"))
     log = setup_logging(out, "export.log")
     ckpt = resolve_ckpt(args.ckpt)
-    write_config(out, args, "export_config.json", extra={"ckpt_resolved": ckpt}, keep_previous=False)
     tok, ck = load_tokenizer(ckpt)
+    write_config(out, args, "export_config.json", extra={"ckpt_resolved": ckpt, "up_mode": tok.hparams["up_mode"]},
+                 keep_previous=False)
     k = tok.quant.k
     log.info(f"exporting {ckpt} (step {ck.get('step')}, {ck.get('train_seconds', 0) / 60:.1f} train min, K={k}) "
              f"-> {out}")

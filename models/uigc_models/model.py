@@ -26,13 +26,28 @@ class ResBlock(nn.Module):
         return x + self.c2(F.silu(self.n2(h)))
 
 
+UP_MODES = ("nearest", "bilinear")
+
+
 class Up(nn.Module):
-    def __init__(self, cin: int, cout: int):
+    """2x upsampling + 3x3 conv. `nearest` (the 0.x bundles) copies each feature into a 2x2 block, which
+    imprints the block grid of every stage (periods 16, 8, 4, 2 px at the output); `bilinear`
+    (align_corners=False, ONNX Resize linear / half_pixel) interpolates instead. No parameters either
+    way, so the same weights load into both."""
+
+    def __init__(self, cin: int, cout: int, mode: str = "nearest"):
         super().__init__()
+        if mode not in UP_MODES:
+            raise ValueError(f"up mode {mode!r} not in {UP_MODES}")
+        self.mode = mode
         self.conv = nn.Conv2d(cin, cout, 3, 1, 1)
 
     def forward(self, x):
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        if self.mode == "nearest":
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        else:
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return self.conv(x)
 
 
 class Encoder(nn.Module):
@@ -57,13 +72,13 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """code [N, D, h, w] -> image [N, 3, 16h, 16w] in the normalised ([-1, 1]) space."""
 
-    def __init__(self, ch=(192, 128, 96, 48, 24), code_dim=32, n_res=(2, 1, 1, 1, 0)):
+    def __init__(self, ch=(192, 128, 96, 48, 24), code_dim=32, n_res=(2, 1, 1, 1, 0), up_mode: str = "nearest"):
         super().__init__()
         layers = [nn.Conv2d(code_dim, ch[0], 3, 1, 1)]
         for i, c in enumerate(ch):
             layers += [ResBlock(c) for _ in range(n_res[i])]
             if i + 1 < len(ch):
-                layers += [Up(c, ch[i + 1])]
+                layers += [Up(c, ch[i + 1], up_mode)]
         layers += [gn(ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], 3, 3, 1, 1)]
         self.net = nn.Sequential(*layers)
 
@@ -167,12 +182,14 @@ def spherical_kmeans(x: torch.Tensor, k: int, iters: int = 20, seed: int = 0,
 
 class Tokenizer(nn.Module):
     def __init__(self, k: int = 1024, code_dim: int = 32, enc_ch=(64, 128, 192), enc_res=(1, 1, 2),
-                 dec_ch=(192, 128, 96, 48, 24), dec_res=(2, 1, 1, 1, 0), ema_decay: float = 0.99):
+                 dec_ch=(192, 128, 96, 48, 24), dec_res=(2, 1, 1, 1, 0), ema_decay: float = 0.99,
+                 up_mode: str = "nearest"):
         super().__init__()
+        # checkpoints written before up_mode existed have no such key and load as "nearest"
         self.hparams = dict(k=k, code_dim=code_dim, enc_ch=list(enc_ch), enc_res=list(enc_res),
-                            dec_ch=list(dec_ch), dec_res=list(dec_res), ema_decay=ema_decay)
+                            dec_ch=list(dec_ch), dec_res=list(dec_res), ema_decay=ema_decay, up_mode=up_mode)
         self.encoder = Encoder(enc_ch, code_dim, enc_res)
-        self.decoder = Decoder(dec_ch, code_dim, dec_res)
+        self.decoder = Decoder(dec_ch, code_dim, dec_res, up_mode)
         self.quant = EMAQuantizer(k, code_dim, ema_decay)
 
     def encode_z(self, x):

@@ -5,7 +5,9 @@
 For choosing between checkpoints while a run trains: each image goes through the checkpoint's
 encoder and decoder (all tokens), is rounded to 8 bits and scored with LPIPS-alex and PSNR, once
 raw and once after the colour thumbnail's correction (`colour.correct`, the Rust decoder's
-correction in PyTorch). `six` = kodim01/05/09/13/17/21 (every fourth image), `all` = the 24, or a
+correction in PyTorch), and given the periodic-artefact figure (artefacts.py; mean and worst over
+the images of the per-image largest decoded/original power ratio at periods 4/8/16 px) and LPIPS at
+odd offsets ("shifted": artefacts.lpips_shifted, which a grid locked to LPIPS's lattice cannot game). `six` = kodim01/05/09/13/17/21 (every fourth image), `all` = the 24, or a
 comma-separated list of names (kodim23,kodim01). It is a spot check, not the measure: the
 24-image `bench_codecs` run on the exported bundle is (and choosing checkpoints on these images is
 a mild selection effect on them).
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 
 from . import colour
+from .artefacts import lpips_shifted, periodic_ratios
 from .common import DATA_ROOT, set_threads
 from .data import list_kodak, load_rgb, to_tensor_m11
 from .evaluate import psnr_u8
@@ -46,17 +49,22 @@ def to_u8(y: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def score(tok, images: list[np.ndarray], lp: LPIPS, block: int, step: int) -> dict[str, tuple[float, float]]:
-    """Mean (LPIPS-alex, PSNR) over `images` (HxWx3 uint8, sides multiples of 16), raw and with the
-    colour correction."""
-    res: dict[str, list[tuple[float, float]]] = {"raw": [], "colour": []}
+def score(tok, images: list[np.ndarray], lp: LPIPS, block: int, step: int) -> dict[str, tuple[float, ...]]:
+    """(mean LPIPS-alex, mean PSNR, mean periodic_max, worst periodic_max, mean LPIPS-alex at odd
+    offsets (artefacts.lpips_shifted)) over `images` (HxWx3 uint8, sides multiples of 16), raw and with
+    the colour correction."""
+    res: dict[str, list[tuple[float, float, float]]] = {"raw": [], "colour": []}
     for x in images:
         t = to_tensor_m11(x[None])
         y = tok.decode_indices(tok.encode_indices(t)).clamp(-1, 1)
         for key, out in (("raw", y), ("colour", colour.correct(y, t, block, step).clamp(-1, 1))):
             rec = to_u8(out)
-            res[key].append((float(lp(to_tensor_m11(rec[None]), t)), psnr_u8(x, rec)))
-    return {k: tuple(float(m) for m in np.mean(v, 0)) for k, v in res.items()}
+            rt = to_tensor_m11(rec[None])
+            res[key].append((float(lp(rt, t)), psnr_u8(x, rec), periodic_ratios(x, rec)["periodic_max"],
+                             lpips_shifted(lp, t, rt)))
+    return {k: tuple(float(m) for m in np.mean(v, 0)[:3]) + (float(np.max(np.asarray(v)[:, 2])),
+                                                           float(np.mean(np.asarray(v)[:, 3])))
+            for k, v in res.items()}
 
 
 def main(argv=None) -> int:
@@ -80,8 +88,11 @@ def main(argv=None) -> int:
     for spec in args.ckpts:
         tok, ck = load_tokenizer(resolve_ckpt(spec))
         r = score(tok, images, lp, block, step)
-        print(f"{spec} (step {ck.get('step')}): raw LPIPS {r['raw'][0]:.4f} PSNR {r['raw'][1]:.2f} | "
-              f"colour LPIPS {r['colour'][0]:.4f} PSNR {r['colour'][1]:.2f}", flush=True)
+        print(f"{spec} (step {ck.get('step')}, up {tok.hparams.get('up_mode', 'nearest')}): "
+              f"raw LPIPS {r['raw'][0]:.4f} (shifted {r['raw'][4]:.4f}) PSNR {r['raw'][1]:.2f} periodic "
+              f"{r['raw'][2]:.2f} (worst {r['raw'][3]:.1f}) | colour LPIPS {r['colour'][0]:.4f} (shifted "
+              f"{r['colour'][4]:.4f}) PSNR {r['colour'][1]:.2f} periodic {r['colour'][2]:.2f} (worst "
+              f"{r['colour'][3]:.1f})", flush=True)
     return 0
 
 

@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dec-ch", type=int, nargs=5, default=[192, 128, 96, 48, 24])
     ap.add_argument("--dec-res", type=int, nargs=5, default=[2, 1, 1, 1, 0])
     ap.add_argument("--ema-decay", type=float, default=0.99)
+    ap.add_argument("--up-mode", choices=("nearest", "bilinear"), default=None,
+                    help="decoder upsampling (default nearest). Has no parameters, so with --init-from it may "
+                         "differ from the initialising checkpoint's; a resumed run keeps its own")
     # optimisation
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--batch", type=int, default=8)
@@ -72,6 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--w-lowpass", type=float, default=1.0, help="L1 on 8x average-pooled images (colour)")
     ap.add_argument("--w-chroma", type=float, default=0.0,
                     help="L1 on 4x average-pooled chroma (Cb, Cr) - against hue shifts in saturated regions")
+    ap.add_argument("--lpips-shift", type=int, default=0, metavar="N",
+                    help="score LPIPS on both images cropped by N px at a random offset (0..N-1 per axis, new each "
+                         "step). LPIPS-alex's stride-4/8/16 sampling lattice is otherwise fixed to the crop origin, "
+                         "i.e. to the token grid, and its gradient writes a phase-locked 8-px pattern into the decoder "
+                         "(issue 12's grid); 16 randomises all three phases. 0: off (the runs up to 0.3.0)")
+    ap.add_argument("--w-grid", type=float, default=0.0,
+                    help="penalty on the error's pattern locked to the 16-px token grid: the mean over the batch and "
+                         "all 16x16 blocks of (decoded - original), its mean removed, squared (per pixel the same "
+                         "scale as the MSE term, acting on that component only). Periods 16, 8, 4, 2 px")
+    ap.add_argument("--grid-scope", choices=("batch", "crop"), default="batch",
+                    help="--w-grid's block pattern: averaged over the whole batch (a pattern common to all images) "
+                         "or per crop (also one that depends on the image: what the Kodak figure still shows)")
     ap.add_argument("--colour-loop", default=None, metavar="BLOCK:STEP",
                     help="train with the decoder's colour-thumbnail correction in the loop (colour.py) "
                          "on a share of each batch (--colour-loop-frac), e.g. 32:4")
@@ -92,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--bf16", action="store_true",
+                    help="decoder and losses under bf16 autocast (GPU); encoder and quantiser stay fp32, so the "
+                         "tokens do not change")
     ap.add_argument("--seed", type=int, default=0)
     return ap
 
@@ -157,6 +175,31 @@ def rgb_to_cbcr(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([-0.168736 * r - 0.331264 * g + 0.5 * b, 0.5 * r - 0.418688 * g - 0.081312 * b], 1)
 
 
+def forward(model: Tokenizer, x, quantize: bool, bf16: bool):
+    """model(x) with the decoder under bf16 autocast when asked (encoder + nearest code in fp32)."""
+    if not bf16:
+        return model(x, quantize=quantize)
+    z = model.encode_z(x)
+    if quantize:
+        q, idx, commit = model.quant(z)
+    else:
+        q, idx, commit = z, None, z.new_zeros(())
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+        y = model.decoder(q)
+    return y.float(), z, idx, commit
+
+
+def grid_template(err: torch.Tensor, block: int = 16, per_crop: bool = False) -> torch.Tensor:
+    """[N,C,H,W] -> [C,block,block]: mean over the batch and all whole blocks, the template's mean removed
+    (per_crop: [N,C,block,block], the mean over each crop's blocks = its error at the grid's harmonics)."""
+    n, c, h, w = err.shape
+    hb, wb = h // block * block, w // block * block
+    t = err[..., :hb, :wb].reshape(n, c, hb // block, block, wb // block, block).mean((2, 4))
+    if not per_crop:
+        t = t.mean(0)
+    return t - t.mean((-2, -1), keepdim=True)
+
+
 def psnr_m11(y, x) -> float:
     mse = F.mse_loss(((y.clamp(-1, 1) + 1) * 127.5).round(), (x + 1) * 127.5).item()
     return 10 * math.log10(255.0 ** 2 / max(mse, 1e-10))
@@ -178,17 +221,22 @@ def main(argv=None) -> int:
         # the architecture comes from the checkpoint; schedule/loss flags may be overridden
         for key in ("k", "code_dim", "enc_ch", "enc_res", "dec_ch", "dec_res"):
             setattr(args, key, saved[key])
+        args.up_mode = saved.get("up_mode") or "nearest"   # older checkpoints: nearest
     init = None
     if ckpt is None and args.init_from:
         init = torch.load(args.init_from, map_location="cpu", weights_only=False)
         for key in ("k", "code_dim", "enc_ch", "enc_res", "dec_ch", "dec_res"):
             setattr(args, key, init["args"][key])
+        if args.up_mode is None:
+            args.up_mode = init["args"].get("up_mode") or "nearest"
+    if args.up_mode is None:
+        args.up_mode = "nearest"
     write_config(rdir, args, extra={"device": str(device), "torch": torch.__version__,
                                     "resumed_from": ckpt_path if ckpt else None,
                                     "initialised_from": args.init_from if init else None})
 
     model = Tokenizer(args.k, args.code_dim, args.enc_ch, args.enc_res, args.dec_ch, args.dec_res,
-                      args.ema_decay).to(device)
+                      args.ema_decay, up_mode=args.up_mode).to(device)
     if init is not None:
         model.load_state_dict(init["model"])
         log.info(f"initialised from {args.init_from} (its step {init['step']}, "
@@ -227,7 +275,7 @@ def main(argv=None) -> int:
         log.info(f"resumed from {ckpt_path}: step {step}, {train_seconds / 60:.1f} training minutes")
     log.info(f"run dir {rdir}; device {device}; threads {torch.get_num_threads()}; "
              f"encoder {count_params(model.encoder)} params, decoder {count_params(model.decoder)} params, "
-             f"K={args.k} D={args.code_dim}")
+             f"K={args.k} D={args.code_dim}, decoder upsampling {args.up_mode}")
 
     data = load_cache(args.data_cache)
     sampler = CropSampler(data["images"], args.crop, seed=args.seed + step)
@@ -300,18 +348,26 @@ def main(argv=None) -> int:
             g["lr"] = lr
 
         x = to_tensor_m11(sampler.batch(args.batch)).to(device)
-        y, z, idx, commit = model(x, quantize=quantize)
+        y, z, idx, commit = forward(model, x, quantize, args.bf16)
         if colour_loop is not None:
             # The receiver's view: a share of the batch corrected with the thumbnail.
             n_c = int(round(args.colour_loop_frac * y.shape[0]))
             y = torch.cat([colour.correct(y[:n_c], x[:n_c], *colour_loop), y[n_c:]], 0)
         l1 = (y - x).abs().mean()
         mse = F.mse_loss(y, x)
-        lpips_v = lp(y, x).mean()
+        ly, lx = y, x
+        if args.lpips_shift:
+            n_s = args.lpips_shift
+            dy, dx = (int(v) for v in torch.randint(0, n_s, (2,)))
+            hh, ww = y.shape[-2] - n_s, y.shape[-1] - n_s
+            ly, lx = y[..., dy:dy + hh, dx:dx + ww], x[..., dy:dy + hh, dx:dx + ww]
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            lpips_v = lp(ly, lx).mean().float()
         lowp = (F.avg_pool2d(y, 8) - F.avg_pool2d(x, 8)).abs().mean()
         chroma = (F.avg_pool2d(rgb_to_cbcr(y), 4) - F.avg_pool2d(rgb_to_cbcr(x), 4)).abs().mean()
+        grid = grid_template(y - x, per_crop=args.grid_scope == "crop").pow(2).mean()   # logged always
         loss = args.w_l1 * l1 + args.w_mse * mse + args.w_lpips * lpips_v + args.w_lowpass * lowp \
-            + args.w_chroma * chroma + args.beta * commit
+            + args.w_chroma * chroma + args.beta * commit + args.w_grid * grid
         g_loss = torch.zeros(())
         if gan_on:
             for p in disc.parameters():
@@ -356,7 +412,7 @@ def main(argv=None) -> int:
         if pbar is not None:
             pbar.update(int(train_seconds) - pbar.n)
         for key, v in (("loss", loss), ("l1", l1), ("mse", mse), ("lpips", lpips_v), ("lowpass", lowp),
-                       ("chroma", chroma),
+                       ("chroma", chroma), ("grid", grid),
                        ("commit", commit), ("g", g_loss), ("d", d_loss)):
             acc[key] = acc.get(key, 0.0) + float(v.detach())
         acc["psnr"] = acc.get("psnr", 0.0) + psnr_m11(y.detach(), x)
