@@ -26,8 +26,9 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 echo "[cross] building uigc for $target (no GStreamer)"
 cargo build --quiet --profile cross --no-default-features --bin uigc --target "$target"
 cargo build --quiet --profile cross --no-default-features --bin uigc
-x86=target/cross/uigc
-arm=target/$target/cross/uigc
+tdir="${CARGO_TARGET_DIR:-target}"
+x86=$tdir/cross/uigc
+arm=$tdir/$target/cross/uigc
 file "$arm" | grep -q aarch64 || { echo "[cross] $arm is not an aarch64 binary" >&2; exit 1; }
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
