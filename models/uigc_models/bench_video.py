@@ -336,7 +336,8 @@ def series(summary: list[dict]) -> dict:
 
 
 def report(summary: list[dict], a) -> dict:
-    summary = sorted(summary, key=lambda s: (s["codec"], s["kbps"]))
+    group = {k: i for i, k in enumerate(sorted(series(summary)))}
+    summary = sorted(summary, key=lambda s: (group[next(k for k, v in series([s]).items())], s["kbps"]))
     print(f"\n{a.name}: {summary[0]['frames']} frames at {a.fps} fps (every {a.every})")
     print("| point | kbit/s | B/frame | LPIPS-alex | PSNR dB | LPIPS frames | PSNR frames |")
     print("|---|---|---|---|---|---|---|")
@@ -369,13 +370,18 @@ def report(summary: list[dict], a) -> dict:
                 ax[i].plot([x for x, _ in q], [y for _, y in q], style, label=key)
         for s in summary:
             if s["codec"] == "uigc" and not s["point"].startswith("uigc-intra"):
-                ax[0].annotate(s["setting"].replace("inter-", ""), (s["kbps"], s["lpips_alex"]), fontsize=6)
+                ax[0].annotate(" " + s["setting"].replace("inter-", ""), (s["kbps"], s["lpips_alex"]), fontsize=7)
         title = f"{a.name}, {summary[0]['frames']} frames at {a.fps:g} fps"
         ax[0].set(xscale="log", xlabel="kbit/s (real bytes)", ylabel="mean LPIPS-alex (lower is better)",
                   title=title + (f", LPIPS every {a.lpips_every}th" if a.lpips_every > 1 else ""))
         ax[1].set(xscale="log", xlabel="kbit/s (real bytes)", ylabel="mean PSNR dB (RGB)", title=title)
+        from matplotlib.ticker import FuncFormatter
+        fmt = FuncFormatter(lambda v, _: f"{v:g}")
         for x in ax:
             x.grid(True, which="both", alpha=0.3)
+            x.xaxis.set_major_formatter(fmt)
+            x.xaxis.set_minor_formatter(fmt)
+            x.tick_params(axis="x", which="minor", labelsize=7)
         ax[0].legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(os.path.join(a.out, "rd.png"), dpi=110)
