@@ -128,6 +128,8 @@ def uigc_point(spec: str, frames: list[str], a, pdir: str):
     enc = read_jsonl(os.path.join(pdir, "enc.jsonl"))
     sample = intra_sample(spec)
     if not (os.path.exists(stream) and len(enc) > 0):
+        if os.path.exists(os.path.join(pdir, "records.json")):
+            os.remove(os.path.join(pdir, "records.json"))
         run_logged([a.uigc, "stream-encode", *frames[::sample], "-o", stream, "--fps", str(a.fps), *extra, *common],
                    os.path.join(pdir, "enc.jsonl"), os.path.join(pdir, "enc.log"), f"{name} encode",
                    len(frames[::sample]))
@@ -203,6 +205,8 @@ def ffmpeg_point(codec: str, q: int, keyint: str, frames: list[str], refs, a, pd
     stream = os.path.join(pdir, f"stream.{ext}")
     enc_s = None
     if not os.path.exists(stream):
+        if os.path.exists(os.path.join(pdir, "records.json")):
+            os.remove(os.path.join(pdir, "records.json"))
         t = time.time()
         p = subprocess.Popen(["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
                               "-s", f"{w}x{h}", "-r", str(a.fps), "-i", "-", "-vf",
@@ -259,13 +263,21 @@ def measure(kind: str, spec, frames, refs, scorer, a) -> dict:
                           frames, refs, a, pdir)
     from tqdm import tqdm
     recs = []
+    # scores of an earlier (--partial) pass over the same stream are kept (records.json is removed
+    # whenever a stream is coded anew)
+    prev = {} if a.rescore or not os.path.exists(os.path.join(pdir, "records.json")) else \
+        {r["frame"]: r for r in json.load(open(os.path.join(pdir, "records.json")))}
     for f, b, typ, enc_ms, dec_ms, pic in tqdm(it, total=len(frames), desc=f"{name} score", leave=False):
         r = {"codec": kind, "setting": setting, "clip": a.name, "frame": f, "width": w, "height": h}
         if b is not None:
             r |= {"type": typ, "bytes": b, "bpp": b * 8 / (w * h)}
             if typ != "skipped":
                 r |= {"enc_ms": enc_ms, "dec_ms": dec_ms}
-        r |= scorer(refs(f), pic, f % a.lpips_every == 0)
+        p = prev.get(f)
+        if p is not None and p.get("bytes") == r.get("bytes") and ("lpips_alex" in p) == (f % a.lpips_every == 0):
+            r |= {k: p[k] for k in ("psnr", "chroma_err", "lpips_alex") if k in p}
+        else:
+            r |= scorer(refs(f), pic, f % a.lpips_every == 0)
         recs.append(r)
     if kind == "uigc":
         total, packets, types = uigc_bytes(pdir)
