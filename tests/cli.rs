@@ -518,3 +518,54 @@ fn bench_reports_each_image_and_a_summary() {
         "{out}"
     );
 }
+
+/// JPEG input is read (the `image` crate's jpeg decoder is built in), as `--help` promises, and a
+/// folder of JPEG frames becomes a packet stream that decodes back.
+#[test]
+fn jpeg_frames_encode_as_stills_and_as_a_stream() {
+    let (dir, input, packet, output) = scratch("jpeg");
+    let model = tiny_model_dir();
+    let img = image::open(&input).unwrap();
+    let frames = dir.join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    for i in 0..3 {
+        img.save(frames.join(format!("f{i}.jpg"))).unwrap();
+    }
+    let jpg = frames.join("f0.jpg");
+    let (ok, _, err) = run(encode(&jpg, &packet).arg("--model").arg(&model));
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(uigc()
+        .arg("decode")
+        .arg(&packet)
+        .arg("-o")
+        .arg(&output)
+        .arg("--model")
+        .arg(&model));
+    assert!(ok, "{err}");
+    let stream = dir.join("s.uigcs");
+    let (ok, out, err) = run(uigc()
+        .arg("stream-encode")
+        .arg(&frames)
+        .arg("-o")
+        .arg(&stream)
+        .arg("--model")
+        .arg(&model));
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(
+        out.lines().nth(1).unwrap().contains("\"type\": \"inter\""),
+        "{out}"
+    );
+    let decoded = dir.join("dec");
+    let (ok, out, err) = run(uigc()
+        .arg("stream-decode")
+        .arg(&stream)
+        .arg("-o")
+        .arg(&decoded)
+        .arg("--model")
+        .arg(&model));
+    assert!(ok, "{err}");
+    assert_eq!(out.matches("\"exact\"").count(), 3, "{out}");
+    assert!(decoded.join("frame_00002.png").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -244,3 +244,25 @@ fn auto_density_keeps_the_thumbnail() {
         "a budget above the dense packet with thumbnail goes dense"
     );
 }
+
+/// `--extra N` with every stage sent adds no token, so it must not cost the automatic thumbnail
+/// (it did: 1290 -> 811 bytes on a Kodak photo, issue 15).
+#[test]
+fn auto_thumbnail_survives_extra_tokens_when_every_stage_is_sent() {
+    let mut model = load(&tiny_model_dir());
+    let img = synthetic(96, 64, 3);
+    for extra in [0, 5] {
+        let p = model
+            .encode(
+                &img,
+                FrameParams {
+                    extra,
+                    colour: Colour::Auto(ColourParams::default()),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .packet;
+        assert!(p.header.colour.is_some(), "extra {extra}: no thumbnail");
+    }
+}

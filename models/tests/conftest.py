@@ -71,14 +71,17 @@ def pytest_make_collect_report(collector):
 
 
 def uigc_binary() -> str:
-    """The `uigc` CLI: $UIGC_BIN, else the newer of ../target/release/uigc and ../target/debug/uigc."""
+    """The `uigc` CLI: $UIGC_BIN, else the newer of release/uigc and debug/uigc in $CARGO_TARGET_DIR
+    (default ../target)."""
     if os.environ.get("UIGC_BIN"):
         return os.environ["UIGC_BIN"]
-    found = [p for p in (os.path.join(REPO_ROOT, "target", kind, "uigc") for kind in ("release", "debug"))
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO_ROOT, "target")
+    target = os.path.join(REPO_ROOT, target) if not os.path.isabs(target) else target
+    found = [p for p in (os.path.join(target, kind, "uigc") for kind in ("release", "debug"))
              if os.path.isfile(p)]
     if not found:
-        pytest.fail("no uigc binary at target/release/uigc or target/debug/uigc: run `cargo build` first "
-                    "(CI runs `cargo test`, which builds target/debug/uigc, before pytest)")
+        pytest.fail(f"no uigc binary at {target}/release/uigc or {target}/debug/uigc: run `cargo build` "
+                    "first (CI runs `cargo test`, which builds target/debug/uigc, before pytest)")
     return max(found, key=os.path.getmtime)
 
 

@@ -254,7 +254,7 @@ impl Model {
             Colour::Off => None,
             Colour::On(p) => Some(ColourThumb::from_image(image, p)),
             // Auto: the thumbnail is the step of the ladder above every token.
-            Colour::Auto(p) if params.stages.is_none_or(|s| s == full) && params.extra == 0 => {
+            Colour::Auto(p) if params.stages.is_none_or(|s| s == full) => {
                 Some(ColourThumb::from_image(image, p))
             }
             Colour::Auto(_) => None,
