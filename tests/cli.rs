@@ -531,40 +531,29 @@ fn jpeg_frames_encode_as_stills_and_as_a_stream() {
     for i in 0..3 {
         img.save(frames.join(format!("f{i}.jpg"))).unwrap();
     }
-    let jpg = frames.join("f0.jpg");
-    let (ok, _, err) = run(encode(&jpg, &packet).arg("--model").arg(&model));
-    assert!(ok, "{err}");
-    let (ok, _, err) = run(uigc()
-        .arg("decode")
-        .arg(&packet)
-        .arg("-o")
-        .arg(&output)
-        .arg("--model")
-        .arg(&model));
-    assert!(ok, "{err}");
+    // `uigc SUB IN -o OUT --model tiny-model`, which must succeed; its stdout.
+    let ok = |sub: &str, from: &std::path::Path, to: &std::path::Path| {
+        let (ok, out, err) = run(uigc()
+            .arg(sub)
+            .arg(from)
+            .arg("-o")
+            .arg(to)
+            .arg("--model")
+            .arg(&model));
+        assert!(ok, "{sub}: {err}");
+        out
+    };
+    ok("encode", &frames.join("f0.jpg"), &packet);
+    ok("decode", &packet, &output);
     let stream = dir.join("s.uigcs");
-    let (ok, out, err) = run(uigc()
-        .arg("stream-encode")
-        .arg(&frames)
-        .arg("-o")
-        .arg(&stream)
-        .arg("--model")
-        .arg(&model));
-    assert!(ok, "{err}");
+    let out = ok("stream-encode", &frames, &stream);
     assert_eq!(out.lines().count(), 3, "{out}");
     assert!(
         out.lines().nth(1).unwrap().contains("\"type\": \"inter\""),
         "{out}"
     );
     let decoded = dir.join("dec");
-    let (ok, out, err) = run(uigc()
-        .arg("stream-decode")
-        .arg(&stream)
-        .arg("-o")
-        .arg(&decoded)
-        .arg("--model")
-        .arg(&model));
-    assert!(ok, "{err}");
+    let out = ok("stream-decode", &stream, &decoded);
     assert_eq!(out.matches("\"exact\"").count(), 3, "{out}");
     assert!(decoded.join("frame_00002.png").is_file());
     let _ = std::fs::remove_dir_all(&dir);
