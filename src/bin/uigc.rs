@@ -790,11 +790,7 @@ fn stream_decode(
     let mut lost = 0usize;
     for (i, packet) in packets.iter().enumerate() {
         // splitmix64: a loss pattern that is the same on every machine.
-        rng = rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        let u = (z ^ (z >> 31)) as f64 / u64::MAX as f64;
+        let u = codec::regen::splitmix(&mut rng) as f64 / u64::MAX as f64;
         let (status, image, ms) = if u < loss {
             lost += 1;
             ("lost".to_string(), last.clone(), 0.0)

@@ -18,8 +18,9 @@ pub(super) fn argmax(table: &[u32]) -> usize {
     best
 }
 
-/// splitmix64: the deterministic generator of `RegenMode::Sample`.
-fn splitmix(state: &mut u64) -> u64 {
+/// splitmix64: the deterministic generator of `RegenMode::Sample` (and of the CLI's simulated
+/// packet loss).
+pub fn splitmix(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

@@ -77,9 +77,11 @@ struct State {
 }
 
 impl State {
-    /// Decodes one packet with its stream's receiver state (made on first sight).
-    fn decode(&mut self, data: &[u8]) -> codec::Result<codec::StreamFrame> {
-        let id = codec::bitstream::parse_packet(data)?.header.stream_id;
+    /// Decodes one packet with its stream's receiver state (made on first sight); returns the
+    /// packet's header with the frame.
+    fn decode(&mut self, data: &[u8]) -> codec::Result<(codec::Header, codec::StreamFrame)> {
+        let header = codec::bitstream::parse_packet(data)?.header;
+        let id = header.stream_id;
         self.packets += 1;
         if !self.streams.contains_key(&id) && self.streams.len() >= MAX_STREAMS {
             if let Some(oldest) = self
@@ -98,7 +100,7 @@ impl State {
             .or_insert_with(|| (codec::StreamDecoder::new(), packets));
         entry.1 = packets;
         let model = self.model.model_for(data)?;
-        entry.0.decode(model, data)
+        Ok((header, entry.0.decode(model, data)?))
     }
 }
 
@@ -438,7 +440,7 @@ impl VideoDecoderImpl for UigcDec {
             })?;
             state.decode(map.as_slice())
         };
-        let decoded = match decoded {
+        let (header, decoded) = match decoded {
             Ok(d) => d,
             Err(e) => {
                 state.dropped_since_decoded += 1;
@@ -447,9 +449,6 @@ impl VideoDecoderImpl for UigcDec {
                 return self.reject(frame, &e, &desc);
             }
         };
-        let header = codec::bitstream::parse_packet(&frame_bytes(&frame)?)
-            .map_err(|_| gst::FlowError::Error)?
-            .header;
         let mut lost = state.losses.record(header.stream_id, header.frame);
         if lost > 0 {
             // A dropped packet's own frame counter cannot be trusted, but it did arrive: the
@@ -507,11 +506,4 @@ impl VideoDecoderImpl for UigcDec {
         self.update_latency();
         res
     }
-}
-
-/// The bytes of a frame's input buffer.
-fn frame_bytes(frame: &gst_video::VideoCodecFrame) -> Result<Vec<u8>, gst::FlowError> {
-    let input = frame.input_buffer().ok_or(gst::FlowError::Error)?;
-    let map = input.map_readable().map_err(|_| gst::FlowError::Error)?;
-    Ok(map.as_slice().to_vec())
 }
