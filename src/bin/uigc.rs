@@ -5,6 +5,10 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
+
+#[cfg(feature = "gateway")]
+#[path = "uigc/gateway.rs"]
+mod gateway_cmd;
 use gstuigc::codec::{
     self, bitstream, default_model_dir, Colour, Density, ExecutionProvider, FrameParams,
     KeepPolicy, Model, ModelSet, RegenMode, RgbImage, RuntimeOptions,
@@ -250,6 +254,21 @@ enum Command {
         /// Input packet file
         input: PathBuf,
     },
+    /// Ground station: receive many devices' packets on one UDP (and TCP) port, archive every
+    /// packet, decode the streams, serve a live page, frames and metrics over HTTP
+    #[cfg(feature = "gateway")]
+    Gateway(gateway_cmd::GatewayArgs),
+    /// Decode a stream of a gateway archive into PNG frames or a y4m video, or export its
+    /// packets (.uigcs)
+    #[cfg(feature = "gateway")]
+    Replay(gateway_cmd::ReplayArgs),
+    /// Verify a gateway archive: records, checksums, torn tails; per stream a JSON line with
+    /// the count and the SHA-256 of its packets (that of the equivalent .uigcs file)
+    #[cfg(feature = "gateway")]
+    ArchiveCheck {
+        /// Archive root
+        archive: PathBuf,
+    },
 }
 
 /// `println!` for the tool's reports. A closed stdout (`uigc info x.uigc | head -3`) ends the
@@ -490,6 +509,12 @@ fn run(cli: Cli) -> Result<(), String> {
             seed,
             model,
         } => stream_decode(&input, &output, loss, seed, &model)?,
+        #[cfg(feature = "gateway")]
+        Command::Gateway(a) => gateway_cmd::gateway(a)?,
+        #[cfg(feature = "gateway")]
+        Command::Replay(a) => gateway_cmd::replay(a)?,
+        #[cfg(feature = "gateway")]
+        Command::ArchiveCheck { archive } => gateway_cmd::archive_check(&archive)?,
         Command::Info { input } => {
             let bytes = std::fs::read(&input).map_err(|e| format!("{}: {e}", input.display()))?;
             let p =
