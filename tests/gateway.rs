@@ -249,6 +249,7 @@ fn devices_are_archived_decoded_and_served_and_a_killed_gateway_loses_nothing() 
     for st in &s {
         assert_eq!(st["lost"], 0, "{st}");
         assert_eq!(st["exact"], st["packets"], "every frame exact: {st}");
+        assert_eq!(st["queued"], 0, "nothing left in the decode queue: {st}");
         assert_eq!(
             (st["width"].as_u64(), st["height"].as_u64()),
             (Some(64), Some(48))
@@ -288,7 +289,9 @@ fn devices_are_archived_decoded_and_served_and_a_killed_gateway_loses_nothing() 
     let (_, page) = get(gw.http, "/");
     let page = String::from_utf8(page).unwrap();
     assert!(
-        page.contains("<img src=\"/streams/100/live.mjpeg\""),
+        page.contains(
+            "<a href=\"/streams/100/live.mjpeg\"><img class=\"live\" src=\"/streams/100/latest.png\""
+        ),
         "{page}"
     );
 

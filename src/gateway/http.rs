@@ -84,7 +84,9 @@ fn stream_json(id: u32, v: &StreamView, now: u64) -> serde_json::Value {
         "shed": v.shed,
         "queued": v.queued,
         "decode_lag_ms": v.decode_lag_ms,
+        "decode_lag_max_ms": v.decode_lag_max_ms,
         "decode_ms": v.decode_ms,
+        "decode_ms_mean": if v.decoded + v.decode_errors > 0 { v.decode_ms_total / (v.decoded + v.decode_errors) as f64 } else { 0.0 },
         "last_frame": v.last_frame,
         "last_status": v.last_status,
         "last_error": v.last_error,
@@ -154,7 +156,8 @@ async fn index(State(gw): State<Gw>) -> Html<String> {
         );
         let _ = write!(
             tiles,
-            "<figure><img src=\"/streams/{id}/live.mjpeg\" alt=\"stream {id}\">\
+            "<figure><a href=\"/streams/{id}/live.mjpeg\"><img class=\"live\" \
+             src=\"/streams/{id}/latest.png\" alt=\"stream {id}\"></a>\
              <figcaption>stream {id} · frame {} · {}</figcaption></figure>",
             v.last_frame.map_or("-".into(), |f| f.to_string()),
             html_escape(&v.last_status),
@@ -162,16 +165,18 @@ async fn index(State(gw): State<Gw>) -> Html<String> {
     }
     Html(format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>uigc gateway</title>\
-         <meta http-equiv=\"refresh\" content=\"10\"><style>\
+         <meta http-equiv=\"refresh\" content=\"30\"><style>\
          body{{font-family:sans-serif;margin:1em}} table{{border-collapse:collapse;font-size:12px}}\
          td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}\
-         figure{{display:inline-block;margin:4px}} img{{width:160px;display:block}}\
+         figure{{display:inline-block;margin:3px}} img{{width:144px;display:block}}\
          figcaption{{font-size:11px}}</style></head><body>\
          <h1>uigc gateway</h1><p>{} streams · {} packets received · {} archived · refused {} · \
          shed (not decoded) {}</p>\
-         <table><tr><th>stream</th><th>packets</th><th>bytes</th><th>kbit/s</th><th>loss</th>\
+         <script>setInterval(()=>{{for(const i of document.querySelectorAll('img.live'))\
+         i.src=i.src.split('?')[0]+'?t='+Date.now()}},1000)</script>\
+         <div>{tiles}</div><table><tr><th>stream</th><th>packets</th><th>bytes</th><th>kbit/s</th><th>loss</th>\
          <th>decoded</th><th>exact</th><th>shed</th><th>decode lag ms</th><th>last packet s ago</th>\
-         <th>frame</th><th>status</th></tr>{rows}</table><div>{tiles}</div></body></html>",
+         <th>frame</th><th>status</th></tr>{rows}</table></body></html>",
         t["streams"], t["received"], t["archived"], t["refused"], t["shed"],
     ))
 }

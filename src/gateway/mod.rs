@@ -25,7 +25,7 @@ pub mod server;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -153,6 +153,10 @@ pub struct StreamView {
     pub queued: u64,
     /// Time from arrival to decoded picture of the last frame (ms).
     pub decode_lag_ms: f64,
+    /// The largest such time since the stream's first packet (ms).
+    pub decode_lag_max_ms: f64,
+    /// Sum of the decode times (ms), for the mean.
+    pub decode_ms_total: f64,
     /// Time spent decoding the last frame (ms).
     pub decode_ms: f64,
     pub last_frame: Option<u32>,
@@ -364,12 +368,14 @@ impl Gateway {
             };
             // One worker per stream keeps its packets in order.
             let w = &self.workers[shard(id, self.workers.len())];
-            match w.try_send(job) {
-                Ok(()) => self.view(id, |v| v.queued += 1),
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                    self.counters.shed.fetch_add(1, Ordering::Relaxed);
-                    self.view(id, |v| v.shed += 1);
-                }
+            // Counted before the send: the worker may decode it before try_send returns.
+            self.view(id, |v| v.queued += 1);
+            if w.try_send(job).is_err() {
+                self.counters.shed.fetch_add(1, Ordering::Relaxed);
+                self.view(id, |v| {
+                    v.queued -= 1;
+                    v.shed += 1;
+                });
             }
         }
         Ok(id)
@@ -415,7 +421,9 @@ fn decode_worker(mut models: ModelSet, jobs: Receiver<Job>, views: Arc<Views>) {
         let v = all.entry(job.stream).or_default();
         v.queued = v.queued.saturating_sub(1);
         v.decode_ms = decode_ms;
+        v.decode_ms_total += decode_ms;
         v.decode_lag_ms = lag_ms;
+        v.decode_lag_max_ms = v.decode_lag_max_ms.max(lag_ms);
         match result {
             Ok(f) => {
                 v.decoded += 1;

@@ -130,9 +130,15 @@ pub fn gateway(a: GatewayArgs) -> Result<(), String> {
                     t["packets_per_s"] = ((now - last) as f64 / stats_every).into();
                     last = now;
                     let views = gw2.views.streams.lock().unwrap_or_else(|e| e.into_inner());
-                    let lags: Vec<f64> = views.values().map(|v| v.decode_lag_ms).collect();
+                    let decoded: u64 = views.values().map(|v| v.decoded + v.decode_errors).sum();
+                    let ms: f64 = views.values().map(|v| v.decode_ms_total).sum();
                     t["decoded"] = views.values().map(|v| v.decoded).sum::<u64>().into();
-                    t["max_decode_lag_ms"] = lags.iter().cloned().fold(0.0, f64::max).into();
+                    t["decode_ms_mean"] = (ms / decoded.max(1) as f64).into();
+                    t["max_decode_lag_ms"] = views
+                        .values()
+                        .map(|v| v.decode_lag_max_ms)
+                        .fold(0.0, f64::max)
+                        .into();
                     drop(views);
                     println!("{t}");
                     let _ = std::io::stdout().flush();
