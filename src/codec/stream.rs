@@ -8,6 +8,7 @@ use super::colour::ColourThumb;
 use super::error::{Error, PacketError, Result};
 use super::frame::RgbImage;
 use super::prior::TokenGrid;
+use super::render::{RenderPolicy, RenderStats, Rendered, Renderer};
 use super::temporal::{band_alignment, InterFrame, Reference};
 use super::tokens::{Colour, EncodedPacket, FrameParams, RegenMode};
 use super::{Model, Timings};
@@ -540,6 +541,8 @@ pub struct StreamFrame {
     pub kind: FrameKind,
     pub frame: u32,
     pub timings: Timings,
+    /// How the picture was made (a full decode, tiles over the last picture, or that picture).
+    pub rendered: Rendered,
 }
 
 /// Counters of a stream receiver.
@@ -567,11 +570,27 @@ pub struct StreamDecoder {
     recovering: bool,
     last_image: Option<RgbImage>,
     stats: StreamStats,
+    /// The decoder network's side: renders only what changed (docs/video.md).
+    renderer: Renderer,
 }
 
 impl StreamDecoder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A receiver that renders pictures as `policy` says (the default renders tiles when the
+    /// model bundle has a tile graph).
+    pub fn with_render(policy: RenderPolicy) -> Self {
+        Self {
+            renderer: Renderer::new(policy),
+            ..Self::default()
+        }
+    }
+
+    /// Counters of the renderer (full decodes, tiled frames, reused pictures).
+    pub fn render_stats(&self) -> RenderStats {
+        self.renderer.stats()
     }
 
     pub fn stats(&self) -> StreamStats {
@@ -604,7 +623,7 @@ impl StreamDecoder {
     fn decode_inner(&mut self, model: &mut Model, data: &[u8]) -> Result<StreamFrame> {
         let header = super::bitstream::parse_packet(data)?.header;
         let Some(inter) = header.inter else {
-            let f = model.decode(data)?;
+            let f = model.decode_rendered(data, &mut self.renderer)?;
             let h = &f.tokens.header;
             // The stream goes on from the grid the sender assumes: tokens that were not sent
             // regenerated with argmax, whatever mode the picture was regenerated with.
@@ -637,6 +656,7 @@ impl StreamDecoder {
                 kind: FrameKind::Intra,
                 frame: h.frame,
                 timings: f.timings,
+                rendered: Rendered::Full,
             });
         };
         if header.model_id != model.model_id() {
@@ -696,14 +716,15 @@ impl StreamDecoder {
             .reference
             .as_ref()
             .is_some_and(|old| old.grid == r.grid && old.colour == r.colour);
-        let image = match (&self.last_image, same) {
-            (Some(img), true) => img.clone(),
+        let (image, rendered) = match (&self.last_image, same) {
+            (Some(img), true) => (img.clone(), Rendered::Reused),
             _ => {
-                let mut image = model.detokenize(&r.grid, r.width, r.height)?;
+                let (mut image, rendered) =
+                    model.render(&mut self.renderer, &r.grid, r.width, r.height, false)?;
                 if let Some(c) = &r.colour {
                     c.apply(&mut image);
                 }
-                image
+                (image, rendered)
             }
         };
         let network = t1.elapsed();
@@ -722,6 +743,7 @@ impl StreamDecoder {
             kind: FrameKind::Inter,
             frame: header.frame,
             timings: Timings { network, coding },
+            rendered,
         })
     }
 
@@ -733,6 +755,7 @@ impl StreamDecoder {
                 kind: FrameKind::Inter,
                 frame,
                 timings: Timings::default(),
+                rendered: Rendered::Reused,
             }),
             None => Err(PacketError::NoReference {
                 frame,
