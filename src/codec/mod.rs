@@ -38,7 +38,7 @@ pub use stream::{
 pub use temporal::{InterFrame, Reference};
 pub use tokens::{
     Colour, DecodedTokens, EncodedPacket, FrameParams, KeepPolicy, RegenMode, TokenCodec,
-    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_PIXELS, DEFAULT_WORK_LIMIT,
 };
 
 /// Name of the model every command uses unless told otherwise.

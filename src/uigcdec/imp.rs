@@ -26,6 +26,7 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 
 const DEFAULT_REGEN: &str = "argmax";
 const DEFAULT_MAX_PIXELS: u64 = codec::DEFAULT_MAX_PIXELS;
+const DEFAULT_WORK_LIMIT: u64 = codec::DEFAULT_WORK_LIMIT;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -34,6 +35,7 @@ struct Settings {
     threads: u32,
     regen: String,
     max_pixels: u64,
+    work_limit: u64,
 }
 
 impl Default for Settings {
@@ -44,6 +46,7 @@ impl Default for Settings {
             threads: DEFAULT_THREADS,
             regen: DEFAULT_REGEN.into(),
             max_pixels: DEFAULT_MAX_PIXELS,
+            work_limit: DEFAULT_WORK_LIMIT,
         }
     }
 }
@@ -254,6 +257,17 @@ impl ObjectImpl for UigcDec {
                     .default_value(DEFAULT_MAX_PIXELS)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt64::builder("work-limit")
+                    .nick("Work limit")
+                    .blurb(
+                        "Tokens (16x16 pixels each, four for a dense packet) a packet may make \
+                         the decoder work on whatever its size; above it a packet must carry one \
+                         byte per token, else it is dropped before any work. Raise it (and the \
+                         sender's work-limit) for frames above 1024x512 sent in small packets",
+                    )
+                    .default_value(DEFAULT_WORK_LIMIT)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecUInt64::builder("frames-decoded")
                     .nick("Frames decoded")
                     .blurb(
@@ -312,6 +326,7 @@ impl ObjectImpl for UigcDec {
             "threads" => settings.threads = value.get().expect("type checked upstream"),
             "regen" => settings.regen = string_or(value, DEFAULT_REGEN),
             "max-pixels" => settings.max_pixels = value.get().expect("type checked upstream"),
+            "work-limit" => settings.work_limit = value.get().expect("type checked upstream"),
             other => unreachable!("unknown property {other}"),
         }
         gst::debug!(CAT, imp = self, "Set {} = {:?}", pspec.name(), value);
@@ -326,6 +341,7 @@ impl ObjectImpl for UigcDec {
             "threads" => settings.threads.to_value(),
             "regen" => settings.regen.to_value(),
             "max-pixels" => settings.max_pixels.to_value(),
+            "work-limit" => settings.work_limit.to_value(),
             "frames-decoded" => stats.decoded.to_value(),
             "frames-dropped" => stats.dropped.to_value(),
             "frames-lost" => stats.lost.to_value(),
@@ -391,6 +407,7 @@ impl VideoDecoderImpl for UigcDec {
         for m in model.models_mut() {
             m.token_codec().set_regen(regen);
             m.token_codec().set_max_pixels(settings.max_pixels);
+            m.token_codec().set_work_limit(settings.work_limit);
         }
         gst::info!(CAT, imp = self, "Loaded {model_desc}");
         *lock(&self.stats) = Stats::default();
