@@ -242,6 +242,9 @@ impl Model {
                 image.width, image.height
             )));
         }
+        // A frame the receiver would refuse is refused before the tokenizer runs.
+        self.codec
+            .check_encodable(image.width, image.height, params.dense)?;
         let t0 = Instant::now();
         let tokens = if params.dense {
             self.tokenizer.encode(&image.upsample2x())?

@@ -217,6 +217,9 @@ impl StreamEncoder {
         frame: u32,
         budget: Option<usize>,
     ) -> Result<StreamPacket> {
+        model
+            .token_codec()
+            .check_encodable(image.width, image.height, false)?;
         let t0 = Instant::now();
         let tokens = model.tokenize(image)?;
         let network = t0.elapsed();

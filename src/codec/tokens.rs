@@ -176,8 +176,9 @@ impl TokenCodec {
         Ok(())
     }
 
-    /// Refuses (before any work) a frame a decoder with this codec's `max-pixels` would refuse.
-    fn check_encodable(&self, width: u32, height: u32, dense: bool) -> Result<()> {
+    /// Refuses (before any work) a frame a decoder with this codec's `max-pixels` would refuse
+    /// (`Model::encode` and the stream encoder call it before the tokenizer runs).
+    pub fn check_encodable(&self, width: u32, height: u32, dense: bool) -> Result<()> {
         let (cw, ch) = coded_size(width, height, dense);
         if cw as u64 * ch as u64 > self.max_pixels {
             return Err(Error::InvalidArgument(format!(
