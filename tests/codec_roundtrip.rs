@@ -253,9 +253,9 @@ fn model_id_by_hand(dir: &std::path::Path) -> [u8; 4] {
         .unwrap()
 }
 
-/// The header of a 330x200 packet of version 1 with no colour thumbnail, up to and including its
+/// The header of a 330x200 packet of version 2 with no colour thumbnail, up to and including its
 /// check value: CRC-32 over the header bytes before it and then `coded` (each token u16 LE),
-/// low 16 bits, little-endian.
+/// low 16 bits, little-endian. The packet check follows (see [`packet_check_by_hand`]).
 fn header_by_hand(
     model: &std::path::Path,
     flags: u8,
@@ -264,7 +264,7 @@ fn header_by_hand(
     stages: u8,
     coded: &[u16],
 ) -> Vec<u8> {
-    let mut h = vec![0x55, 0x10 | flags];
+    let mut h = vec![0x55, 0x20 | flags];
     h.extend(model_id_by_hand(model));
     varint(stream_id, &mut h);
     varint(frame, &mut h);
@@ -276,6 +276,19 @@ fn header_by_hand(
     let check = (crc32_ieee(&covered) & 0xffff) as u16;
     h.extend(check.to_le_bytes());
     h
+}
+
+/// The packet check of version 2 at `at` (right after the check values): CRC-32 over every
+/// other byte of the packet, low 16 bits, little-endian.
+fn packet_check_by_hand(packet: &[u8], at: usize) {
+    let mut covered = packet[..at].to_vec();
+    covered.extend_from_slice(&packet[at + 2..]);
+    let want = (crc32_ieee(&covered) & 0xffff) as u16;
+    assert_eq!(
+        u16::from_le_bytes([packet[at], packet[at + 1]]),
+        want,
+        "packet check is not docs/bitstream.md's"
+    );
 }
 
 #[test]
@@ -319,6 +332,7 @@ fn golden_packet() {
         header[..],
         "committed packet header"
     );
+    packet_check_by_hand(&packet, header.len());
     let dec = codec.decode(&packet).unwrap();
     assert_eq!(dec.grid, grid);
     assert_eq!((dec.header.width, dec.header.height), (330, 200));
@@ -372,6 +386,7 @@ fn golden_packet_integer_prior_adaptive() {
         header[..],
         "the encoder's header is not docs/bitstream.md's"
     );
+    packet_check_by_hand(&packet, header.len());
     assert_eq!(fresh, packet, "encoder output changed");
 }
 

@@ -44,6 +44,17 @@ struct ModelArgs {
     /// Path of libonnxruntime.so [default: UIGC_ORT_LIBRARY, ORT_DYLIB_PATH, setup's location]
     #[arg(long, value_name = "FILE")]
     ort_lib: Option<PathBuf>,
+    /// Largest frame, in pixels (width x height; twice each side for a dense packet): the
+    /// decoder refuses larger packets before any work, the encoder refuses larger frames (a
+    /// receiver would refuse them); give both ends the same value
+    #[arg(long, value_name = "PIXELS", default_value_t = codec::DEFAULT_MAX_PIXELS)]
+    max_pixels: u64,
+    /// Work limit in tokens (16x16 pixels each; a dense packet has four per 16x16 pixels): a
+    /// packet of B bytes may make the decoder work on at most max(TOKENS, B) tokens, the
+    /// encoder pads packets of larger frames to one byte per token; give both ends the same
+    /// value (docs/reliability.md)
+    #[arg(long, value_name = "TOKENS", default_value_t = codec::DEFAULT_WORK_LIMIT)]
+    work_limit: u64,
 }
 
 #[derive(Args, Clone)]
@@ -172,10 +183,6 @@ enum Command {
         /// (seeded from the packet, temperature 1/SHARPEN)
         #[arg(long, value_name = "MODE", default_value = "argmax")]
         regen: String,
-        /// Largest frame to decode, in pixels (width x height; twice each side for a dense
-        /// packet): larger packets are refused before any work [default: 3840x2160]
-        #[arg(long, value_name = "PIXELS")]
-        max_pixels: Option<u64>,
         #[command(flatten)]
         model: ModelArgs,
     },
@@ -306,7 +313,9 @@ fn load_models(m: &ModelArgs) -> Result<ModelSet, String> {
     let mut models = Vec::with_capacity(dirs.len());
     for dir in &dirs {
         let t = Instant::now();
-        let model = Model::load(dir, &opts).map_err(|e| e.to_string())?;
+        let mut model = Model::load(dir, &opts).map_err(|e| e.to_string())?;
+        model.token_codec().set_max_pixels(m.max_pixels);
+        model.token_codec().set_work_limit(m.work_limit);
         eprintln!(
             "model {} ({}, id {}, K={}) on {} loaded in {:.0} ms",
             model.bundle().name,
@@ -379,10 +388,11 @@ fn run(cli: Cli) -> Result<(), String> {
                 .encode_auto(&image, params, density)
                 .map_err(|e| e.to_string())?;
             write_file(&output, &enc.packet.bytes)?;
+            let work_limit = models.primary().token_codec().work_limit();
             let p = &enc.packet;
             out!(
                 "{} -> {}: {}x{}, {} bytes, {:.4} bpp ({} of {} {}tokens: {} stages + {} adaptive; \
-                 payload {} bits, ideal {:.0} bits{}){}; tokenizer {:.1} ms, prior+coding {:.1} ms",
+                 payload {} bits, ideal {:.0} bits{}{}){}; tokenizer {:.1} ms, prior+coding {:.1} ms",
                 input.display(),
                 output.display(),
                 image.width,
@@ -406,6 +416,14 @@ fn run(cli: Cli) -> Result<(), String> {
                     ),
                     None => String::new(),
                 },
+                if p.padding > 0 {
+                    format!(
+                        ", {} zero bytes of padding for receivers with work limit {} tokens",
+                        p.padding, work_limit
+                    )
+                } else {
+                    String::new()
+                },
                 if models.models().len() > 1 {
                     format!(" with model {}", models.models()[chosen].bundle().name)
                 } else {
@@ -419,7 +437,6 @@ fn run(cli: Cli) -> Result<(), String> {
             input,
             output,
             regen,
-            max_pixels,
             model,
         } => {
             let regen: RegenMode = regen.parse().map_err(|e: codec::Error| e.to_string())?;
@@ -427,8 +444,6 @@ fn run(cli: Cli) -> Result<(), String> {
             let mut models = load_models(&model)?;
             for m in models.models_mut() {
                 m.token_codec().set_regen(regen);
-                m.token_codec()
-                    .set_max_pixels(max_pixels.unwrap_or(codec::DEFAULT_MAX_PIXELS));
             }
             let dec = models
                 .decode(&bytes)

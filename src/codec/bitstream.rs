@@ -1,8 +1,8 @@
-//! Packet format v1: one self-contained packet per frame (see docs/bitstream.md).
+//! Packet format v2: one self-contained packet per frame (see docs/bitstream.md).
 //!
 //! ```text
 //! byte 0      magic 0x55 ('U')
-//! byte 1      version (high nibble, = 1) | flags (low nibble: bit 0 adaptive, bit 1 dense,
+//! byte 1      version (high nibble, = 2) | flags (low nibble: bit 0 adaptive, bit 1 dense,
 //!             bit 2 colour thumbnail, bit 3 inter: coded against a reference grid)
 //! bytes 2..6  model id (4 bytes)
 //! varint      stream id (u32)
@@ -14,8 +14,12 @@
 //!             clean rows (token rows, see [`super::temporal`])
 //! 2 bytes     check value (little-endian), see [`check_value`]
 //! 2 bytes     inter packets only: check value of the whole grid
+//! 2 bytes     packet check (little-endian): CRC-32 of every other byte of the packet, low 16
+//!             bits, verified by [`parse_packet`] before any other work (see [`packet_check`])
 //! rest        range-coder payload
 //! ```
+//! Version 1 (no packet check) is refused: a v1 packet costs the decoder the whole prior pass
+//! before its token check value can reject corruption.
 //! Varints are LEB128 (7 bits per byte, low first, at most 5 bytes for a u32).
 
 use super::colour::ColourParams;
@@ -23,8 +27,9 @@ use super::error::PacketError;
 
 /// First byte of every packet.
 pub const MAGIC: u8 = 0x55;
-/// The packet version this build writes and reads.
-pub const VERSION: u8 = 1;
+/// The packet version this build writes and reads (2: with the packet check; version 1 packets
+/// are refused).
+pub const VERSION: u8 = 2;
 /// Flag: the packet carries adaptive extra tokens of stage `stages` with a coded position mask.
 pub const FLAG_ADAPTIVE: u8 = 0x1;
 /// Flag: the token grid is that of the frame resampled to twice its width and height (four
@@ -198,19 +203,34 @@ pub fn write_header_prefix(h: &Header) -> Vec<u8> {
     out
 }
 
-/// Assembles a packet from a header (whose `check` is used as is) and a payload.
+/// Assembles a packet from a header (whose `check` is used as is) and a payload; computes the
+/// packet check.
 pub fn write_packet(h: &Header, payload: &[u8]) -> Vec<u8> {
     let mut out = write_header_prefix(h);
     out.extend_from_slice(&h.check.to_le_bytes());
     if let Some(i) = h.inter {
         out.extend_from_slice(&i.check_full.to_le_bytes());
     }
+    let crc = packet_check(&out, payload);
+    out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(payload);
     out
 }
 
+/// The packet check: CRC-32 (IEEE) over the bytes before it (header and check values) followed
+/// by the payload, low 16 bits. It rejects a packet damaged in transit for the price of one pass
+/// over its bytes, before the prior or the tokenizer run. It is no authentication: anyone can
+/// compute it, and what a well-formed packet may cost is bounded by the decoder's limits.
+pub fn packet_check(before: &[u8], payload: &[u8]) -> u16 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(before);
+    h.update(payload);
+    (h.finalize() & 0xffff) as u16
+}
+
 /// Parses a packet. Checks everything that can be checked without the model: magic, version,
-/// flags, varints, frame size bounds. Stage count and model id are checked by the decoder.
+/// flags, varints, frame size bounds and the packet check (one CRC pass over the bytes). Stage
+/// count, model id and the work limits are checked by the decoder.
 pub fn parse_packet(data: &[u8]) -> Result<Packet<'_>, PacketError> {
     let mut r = Reader { data, pos: 0 };
     let magic = r.byte("magic")?;
@@ -269,6 +289,12 @@ pub fn parse_packet(data: &[u8]) -> Result<Packet<'_>, PacketError> {
         }),
         None => None,
     };
+    let checks_end = r.pos;
+    let expected = u16::from_le_bytes([r.byte("packet check")?, r.byte("packet check")?]);
+    let actual = packet_check(&data[..checks_end], &data[r.pos..]);
+    if actual != expected {
+        return Err(PacketError::PacketCheckMismatch { expected, actual });
+    }
     Ok(Packet {
         header: Header {
             version,
@@ -323,7 +349,7 @@ mod tests {
     fn round_trip_and_size() {
         let h = header();
         let p = write_packet(&h, &[9, 8, 7]);
-        assert_eq!(p.len(), 1 + 1 + 4 + 2 + 3 + 2 + 2 + 1 + 2 + 3);
+        assert_eq!(p.len(), 1 + 1 + 4 + 2 + 3 + 2 + 2 + 1 + 2 + 2 + 3);
         let parsed = parse_packet(&p).unwrap();
         assert_eq!(parsed.header, h);
         assert_eq!(parsed.payload, &[9, 8, 7]);
@@ -348,12 +374,18 @@ mod tests {
             parse_packet(&p),
             Err(PacketError::BadMagic { .. })
         ));
-        let mut p = write_packet(&header(), &[1]);
-        p[1] = 0x20;
-        assert!(matches!(
-            parse_packet(&p),
-            Err(PacketError::UnsupportedVersion { found: 2, .. })
-        ));
+        // Version 1 (no packet check) and unknown versions are refused.
+        for (byte, found) in [(0x10, 1), (0x30, 3)] {
+            let mut p = write_packet(&header(), &[1]);
+            p[1] = byte;
+            assert_eq!(
+                parse_packet(&p),
+                Err(PacketError::UnsupportedVersion {
+                    found,
+                    supported: 2
+                })
+            );
+        }
         // Every flag bit is defined in version 1; an inter header round-trips with its fields.
         let mut h = header();
         h.flags = FLAG_INTER;
@@ -381,14 +413,14 @@ mod tests {
             Err(PacketError::BadFrameSize { .. })
         ));
         // A varint that never ends.
-        let mut p = vec![MAGIC, 0x10, 0, 0, 0, 0];
+        let mut p = vec![MAGIC, 0x20, 0, 0, 0, 0];
         p.extend_from_slice(&[0xff; 8]);
         assert!(matches!(
             parse_packet(&p),
             Err(PacketError::BadVarint { .. })
         ));
         // A 5-byte varint above u32::MAX.
-        let mut p = vec![MAGIC, 0x10, 0, 0, 0, 0];
+        let mut p = vec![MAGIC, 0x20, 0, 0, 0, 0];
         p.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x7f]);
         assert!(matches!(
             parse_packet(&p),
@@ -438,6 +470,51 @@ mod tests {
             parse_packet(&p[..at]),
             Err(PacketError::Truncated { .. })
         ));
+    }
+
+    #[test]
+    fn packet_check_covers_every_byte() {
+        let mut h = header();
+        h.flags = FLAG_INTER;
+        h.inter = Some(InterHeader {
+            reference: 1,
+            band_start: 0,
+            clean_rows: 2,
+            check_full: 0x1234,
+        });
+        for h in [header(), h] {
+            let p = write_packet(&h, &[9, 8, 7, 6]);
+            let at = p.len() - 4 - 2;
+            assert_eq!(
+                u16::from_le_bytes([p[at], p[at + 1]]),
+                packet_check(&p[..at], &p[at + 2..])
+            );
+            // Any byte after the magic and version changed: refused by the packet check, unless
+            // the header field it hits is refused first (a size or a varint out of range).
+            for i in 2..p.len() {
+                let mut q = p.clone();
+                q[i] ^= 0x01;
+                let e = parse_packet(&q).unwrap_err();
+                assert!(
+                    matches!(
+                        e,
+                        PacketError::PacketCheckMismatch { .. } | PacketError::Truncated { .. }
+                    ),
+                    "byte {i}: {e:?}"
+                );
+            }
+            // A payload one byte longer or shorter is refused too.
+            let mut q = p.clone();
+            q.push(0);
+            assert!(matches!(
+                parse_packet(&q),
+                Err(PacketError::PacketCheckMismatch { .. })
+            ));
+            assert!(matches!(
+                parse_packet(&p[..p.len() - 1]),
+                Err(PacketError::PacketCheckMismatch { .. })
+            ));
+        }
     }
 
     #[test]

@@ -40,6 +40,23 @@ pub enum PacketError {
          corrupt payload or desynchronised prior"
     )]
     CheckMismatch { expected: u16, actual: u16 },
+    #[error(
+        "packet check mismatch (packet {expected:#06x}, computed {actual:#06x}): the packet was \
+         damaged in transit"
+    )]
+    PacketCheckMismatch { expected: u16, actual: u16 },
+    #[error(
+        "a {bytes}-byte packet asks for {tokens} tokens of work (a {width}x{height} frame), above \
+         this decoder's work limit: at most {limit} tokens, or one token per byte of the packet \
+         (raise work-limit to accept it)"
+    )]
+    TooMuchWork {
+        width: u32,
+        height: u32,
+        tokens: u64,
+        bytes: usize,
+        limit: u64,
+    },
     #[error("payload of {len} bytes is larger than the {max} bytes a frame of this size can need")]
     PayloadTooLarge { len: usize, max: usize },
     #[error(

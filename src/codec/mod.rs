@@ -40,7 +40,7 @@ pub use stream::{
 pub use temporal::{InterFrame, Reference};
 pub use tokens::{
     Colour, DecodedTokens, EncodedPacket, FrameParams, KeepPolicy, RegenMode, TokenCodec,
-    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_PIXELS, DEFAULT_WORK_LIMIT,
 };
 
 /// Name of the model every command uses unless told otherwise.
@@ -262,6 +262,9 @@ impl Model {
                 image.width, image.height
             )));
         }
+        // A frame the receiver would refuse is refused before the tokenizer runs.
+        self.codec
+            .check_encodable(image.width, image.height, params.dense)?;
         let t0 = Instant::now();
         let tokens = if params.dense {
             self.tokenizer.encode(&image.upsample2x())?

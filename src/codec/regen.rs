@@ -28,14 +28,34 @@ pub fn splitmix(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Draws from `table^sharpen` (exact in u128: entries < 2^24, sharpen <= 4).
-fn sample(table: &[u32], sharpen: u8, rng: &mut u64) -> usize {
-    let pow = |p: u32| (p as u128).pow(sharpen as u32);
-    let total: u128 = table.iter().map(|&p| pow(p)).sum();
+/// Bits of `u128` a sum of `K <= 2^16` powers may use (one bit of margin).
+const SAMPLE_BITS: u32 = 127 - 16;
+
+/// Draws from `table^sharpen` (temperature `1/sharpen`), exact integer arithmetic in `u128`.
+///
+/// Entries are below `2^24`, so up to `sharpen = 4` the powers are exact (`4 * 24 + 16 <= 127`).
+/// Above, each entry is first rescaled to `b = floor(111 / sharpen)` bits relative to the
+/// table's largest entry, `q = floor(p * 2^b / max)` (the largest becomes `2^b`), and `q^sharpen`
+/// is drawn from: the powers then fit too, and a large `sharpen` tends to the argmax as it
+/// should. (A plain `p^8` overflowed `u128`.) `sharpen = 0` is treated as 1.
+pub(super) fn sample(table: &[u32], sharpen: u8, rng: &mut u64) -> usize {
+    let s = u32::from(sharpen.max(1));
+    let scaled: Vec<u128> = if 24 * s + 16 <= 127 {
+        table.iter().map(|&p| p as u128).collect()
+    } else {
+        let bits = SAMPLE_BITS / s;
+        let max = table.iter().copied().max().unwrap_or(1).max(1) as u128;
+        table.iter().map(|&p| ((p as u128) << bits) / max).collect()
+    };
+    let pow = |q: u128| q.pow(s);
+    let total: u128 = scaled.iter().map(|&q| pow(q)).sum();
+    if total == 0 {
+        return argmax(table);
+    }
     let r = ((splitmix(rng) as u128) << 64 | splitmix(rng) as u128) % total;
     let mut acc = 0u128;
-    for (i, &p) in table.iter().enumerate() {
-        acc += pow(p);
+    for (i, &q) in scaled.iter().enumerate() {
+        acc += pow(q);
         if r < acc {
             return i;
         }
@@ -103,6 +123,7 @@ impl TokenCodec {
                         ProbTables::per_position(tables.get(0).len(), rows)
                     } else {
                         fixed.sort_unstable();
+                        self.prior_work += remaining.len() as u64;
                         self.prior
                             .partial_tables(grid, plan, s, &fixed, &remaining)?
                     };
@@ -138,5 +159,64 @@ impl TokenCodec {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peaked table of K = 256 (the largest entry near 2^24) and a flat one.
+    fn tables() -> (Vec<u32>, Vec<u32>) {
+        let mut peaked = vec![1u32; 256];
+        peaked[200] = (1 << 24) - 255 - 1000;
+        peaked[3] += 1000;
+        (peaked, vec![1 << 16; 256])
+    }
+
+    /// Every sharpen a `RegenMode` can hold draws without overflow; up to 4 the draw is the exact
+    /// `p^s` one (unchanged), above it the rescaled one; a large sharpen gives the argmax.
+    #[test]
+    fn sample_any_sharpen_without_overflow() {
+        let (peaked, flat) = tables();
+        for s in 0..=u8::MAX {
+            for t in [&peaked, &flat] {
+                let mut rng = 7u64;
+                let i = sample(t, s, &mut rng);
+                assert!(i < t.len(), "sharpen {s}");
+            }
+        }
+        // sharpen 8 (the reported overflow) and 255 on the peaked table: the largest entry.
+        for s in [8u8, 16, 255] {
+            let mut rng = 1u64;
+            let draws: Vec<usize> = (0..64).map(|_| sample(&peaked, s, &mut rng)).collect();
+            assert!(draws.iter().all(|&i| i == 200), "sharpen {s}: {draws:?}");
+        }
+        // Flat tables stay flat at any sharpen: draws spread over the alphabet.
+        let mut rng = 3u64;
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..256 {
+            seen.insert(sample(&flat, 8, &mut rng));
+        }
+        assert!(seen.len() > 100, "{} distinct tokens", seen.len());
+        // Up to sharpen 4 the arithmetic is the exact power: the same draw as p^s by hand.
+        let mut rng = 11u64;
+        let mut by_hand = 11u64;
+        let t: Vec<u32> = (0..256u32).map(|i| 1 + i * 97 % 5000).collect();
+        for _ in 0..32 {
+            let got = sample(&t, 4, &mut rng);
+            let total: u128 = t.iter().map(|&p| (p as u128).pow(4)).sum();
+            let r =
+                ((splitmix(&mut by_hand) as u128) << 64 | splitmix(&mut by_hand) as u128) % total;
+            let mut acc = 0u128;
+            let want = t
+                .iter()
+                .position(|&p| {
+                    acc += (p as u128).pow(4);
+                    r < acc
+                })
+                .unwrap();
+            assert_eq!(got, want);
+        }
     }
 }

@@ -218,6 +218,9 @@ impl StreamEncoder {
         frame: u32,
         budget: Option<usize>,
     ) -> Result<StreamPacket> {
+        model
+            .token_codec()
+            .check_encodable(image.width, image.height, false)?;
         let t0 = Instant::now();
         let tokens = model.tokenize(image)?;
         let network = t0.elapsed();
@@ -659,13 +662,9 @@ impl StreamDecoder {
                 rendered: Rendered::Full,
             });
         };
-        if header.model_id != model.model_id() {
-            return Err(PacketError::ModelMismatch {
-                packet_model: header.model_id.to_string(),
-                decoder_model: model.model_id().to_string(),
-            }
-            .into());
-        }
+        // Model id, max-pixels and the work limit before anything else: a packet that fails
+        // them must not replace the receiver's state with a blank grid of its size.
+        model.token_codec().check_limits(&header, data.len())?;
         let start = inter.band_start == 0 && inter.clean_rows > 0;
         let fits = self
             .reference

@@ -224,6 +224,7 @@ impl Work<'_> {
         // 2. The sent tokens, stage by stage.
         if ctx_rows > 0 {
             let plan = codec.schedule().plan(ctx_rows, cols);
+            let mut work = 0u64;
             let prior = codec.prior_mut();
             prior.reset();
             let mut weights = Vec::with_capacity(self.k);
@@ -245,6 +246,7 @@ impl Work<'_> {
                 }
                 let context =
                     TokenGrid::new(ctx_rows, cols, self.grid.tokens[..ctx_rows * cols].to_vec());
+                work += queries.len() as u64;
                 let tables = prior.partial_tables(&context, &plan, s, &fixed, &queries)?;
                 for (i, &p) in queries.iter().enumerate() {
                     let p = p as usize;
@@ -271,6 +273,7 @@ impl Work<'_> {
                     self.grid.tokens[p] = token as u16;
                 }
             }
+            codec.prior_work += work;
         }
         // 3. The thumbnail blocks of the area.
         if let Some(mut thumb) = self.colour.take() {
@@ -459,11 +462,20 @@ impl TokenCodec {
             true,
         )?;
         let ideal_bits = enc.ideal_bits();
-        let payload = enc.finish();
+        let mut payload = enc.finish();
+        let payload_bits = payload.len() * 8;
         let prefix = write_header_prefix(&header);
         header.check = work.check(&prefix, frame.band.1);
         if let Some(i) = header.inter.as_mut() {
             i.check_full = work.check(&prefix, rows);
+        }
+        // Zero bytes decode as nothing: the packet is padded to what a receiver with this
+        // codec's work limit accepts.
+        let mut bytes = write_packet(&header, &payload);
+        let padding = self.min_packet_bytes(n).saturating_sub(bytes.len());
+        if padding > 0 {
+            payload.resize(payload.len() + padding, 0);
+            bytes = write_packet(&header, &payload);
         }
         let sent =
             work.changed.iter().filter(|&&c| c).count() + (frame.band.1 - frame.band.0) * cols;
@@ -477,14 +489,15 @@ impl TokenCodec {
         };
         Ok((
             EncodedPacket {
-                bytes: write_packet(&header, &payload),
+                bytes,
                 header,
                 ideal_bits,
-                payload_bits: payload.len() * 8,
+                payload_bits,
                 coded_tokens: sent,
                 extra_tokens: 0,
                 stage_bits: Vec::new(),
                 colour_bits: 0.0,
+                padding,
             },
             state,
         ))
@@ -505,13 +518,8 @@ impl TokenCodec {
         let Some(inter) = header.inter else {
             return Err(PacketError::BadInter("not an inter packet".into()).into());
         };
-        if header.model_id != self.model_id() {
-            return Err(PacketError::ModelMismatch {
-                packet_model: header.model_id.to_string(),
-                decoder_model: self.model_id().to_string(),
-            }
-            .into());
-        }
+        // Model id, max-pixels and the work limit, before any work.
+        self.check_limits(&header, data.len())?;
         if !clean_only && inter.reference != reference.frame {
             return Err(PacketError::NoReference {
                 frame: header.frame,
@@ -539,7 +547,7 @@ impl TokenCodec {
         let colour_values = reference.colour.as_ref().map_or(0, |c| {
             c.rows * c.cols * (1 + 3 * ColourThumb::MAX_SYMBOLS_PER_VALUE)
         });
-        let max_payload = (2 * n + colour_values) * 3 + 4;
+        let max_payload = ((2 * n + colour_values) * 3 + 4).max(n);
         if packet.payload.len() > max_payload {
             return Err(PacketError::PayloadTooLarge {
                 len: packet.payload.len(),

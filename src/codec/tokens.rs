@@ -32,6 +32,9 @@ pub struct EncodedPacket {
     pub stage_bits: Vec<f64>,
     /// Ideal bits of the colour thumbnail (0 without one).
     pub colour_bits: f64,
+    /// Zero bytes appended to the payload so that a receiver with the codec's work limit
+    /// accepts the packet (one byte per token above the limit; they decode as nothing).
+    pub padding: usize,
 }
 
 /// A decoded grid.
@@ -54,6 +57,14 @@ pub struct DecodedTokens {
 /// max-pixels`).
 pub const DEFAULT_MAX_PIXELS: u64 = 3840 * 2160;
 
+/// Tokens a packet may make the decoder work on whatever its size, unless told otherwise: 2048
+/// (a 1024x512 frame; 768x512 and 768x576 fit). Above it a packet must carry at least one byte
+/// per token of its grid (the dense grid counts four per 16x16 pixels): the work a packet can
+/// cause grows with what it carries, so a 15-byte header cannot ask for a 4K frame. Measured on
+/// the project's 2-core machine (docs/reliability.md): a packet at the limit costs about 1.5 s
+/// of CPU and 0.3 GB. The encoder pads packets to this rule ([`EncodedPacket::padding`]).
+pub const DEFAULT_WORK_LIMIT: u64 = 2048;
+
 /// Codes token grids with one schedule and one prior, under one model id.
 pub struct TokenCodec {
     model_id: ModelId,
@@ -61,6 +72,9 @@ pub struct TokenCodec {
     pub(super) prior: Box<dyn Prior>,
     pub(super) regen: RegenMode,
     max_pixels: u64,
+    work_limit: u64,
+    /// Positions the prior computed a table for, since the codec was made (a work counter).
+    pub(super) prior_work: u64,
 }
 
 /// Adaptive-mask context model: an integer Krichevsky-Trofimov estimator per context
@@ -97,7 +111,90 @@ impl TokenCodec {
             prior,
             regen: RegenMode::default(),
             max_pixels: DEFAULT_MAX_PIXELS,
+            work_limit: DEFAULT_WORK_LIMIT,
+            prior_work: 0,
         }
+    }
+
+    /// Tokens a packet may make the decoder work on whatever its size (see
+    /// [`DEFAULT_WORK_LIMIT`]); above it, one token per byte of the packet. The encoder pads its
+    /// packets so that a decoder with the same limit accepts them.
+    pub fn set_work_limit(&mut self, tokens: u64) {
+        self.work_limit = tokens;
+    }
+
+    pub fn work_limit(&self) -> u64 {
+        self.work_limit
+    }
+
+    /// Positions the prior computed a probability table for since this codec was made
+    /// (decoding and encoding): a count of the work done, for tests and statistics.
+    pub fn prior_work(&self) -> u64 {
+        self.prior_work
+    }
+
+    /// The smallest packet (bytes) that may carry a grid of `tokens` tokens to a decoder with
+    /// this codec's work limit (0: any size).
+    pub fn min_packet_bytes(&self, tokens: usize) -> usize {
+        if tokens as u64 > self.work_limit {
+            tokens
+        } else {
+            0
+        }
+    }
+
+    /// Checks a parsed header against this decoder's limits, before any work is done for the
+    /// packet: the model id, `max-pixels` ([`PacketError::FrameTooLarge`]) and the work limit
+    /// ([`PacketError::TooMuchWork`]: a packet of `packet_len` bytes may make the decoder work
+    /// on at most `max(work limit, packet_len)` tokens).
+    pub fn check_limits(&self, header: &Header, packet_len: usize) -> Result<(), PacketError> {
+        if header.model_id != self.model_id {
+            return Err(PacketError::ModelMismatch {
+                packet_model: header.model_id.to_string(),
+                decoder_model: self.model_id.to_string(),
+            });
+        }
+        let (cw, ch) = header.coded_size();
+        if cw as u64 * ch as u64 > self.max_pixels {
+            return Err(PacketError::FrameTooLarge {
+                width: cw,
+                height: ch,
+                max_pixels: self.max_pixels,
+            });
+        }
+        let (rows, cols) = header.grid();
+        let tokens = (rows * cols) as u64;
+        if tokens > self.work_limit.max(packet_len as u64) {
+            return Err(PacketError::TooMuchWork {
+                width: cw,
+                height: ch,
+                tokens,
+                bytes: packet_len,
+                limit: self.work_limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses (before any work) a frame a decoder with this codec's `max-pixels` would refuse
+    /// (`Model::encode` and the stream encoder call it before the tokenizer runs).
+    pub fn check_encodable(&self, width: u32, height: u32, dense: bool) -> Result<()> {
+        let (cw, ch) = coded_size(width, height, dense);
+        if cw as u64 * ch as u64 > self.max_pixels {
+            return Err(Error::InvalidArgument(format!(
+                "a {width}x{height} frame{} is {} pixels, above the {} a receiver accepts \
+                 (max-pixels): a receiver would refuse the packet; give encoder and decoder the \
+                 same larger max-pixels, or scale the frame down",
+                if dense {
+                    " (dense: coded at twice each side)"
+                } else {
+                    ""
+                },
+                cw as u64 * ch as u64,
+                self.max_pixels
+            )));
+        }
+        Ok(())
     }
 
     /// The largest picture (pixels of the coded size) [`TokenCodec::decode`] accepts; larger
@@ -210,6 +307,7 @@ impl TokenCodec {
             )));
         }
         self.check_grid(grid, width, height, params.dense)?;
+        self.check_encodable(width, height, params.dense)?;
         let plan = self.schedule.plan(grid.rows, grid.cols);
         // Tables of every stage the packet may touch: the prefix and the adaptive stage.
         let wants_adaptive = params.extra > 0 || params.max_bytes.is_some();
@@ -226,6 +324,7 @@ impl TokenCodec {
             } else {
                 self.prior.stage_tables(grid, &plan, s)?
             });
+            self.prior_work += plan.stages[s].len() as u64;
         }
         let candidates = |p: usize| -> Vec<u32> {
             if p >= tables.len() {
@@ -362,18 +461,29 @@ impl TokenCodec {
         }
         let colour_bits = enc.ideal_bits() - before;
         let ideal_bits = enc.ideal_bits();
-        let payload = enc.finish();
+        let mut payload = enc.finish();
+        let payload_bits = payload.len() * 8;
         let prefix_bytes = write_header_prefix(&header);
         header.check = check_value(&prefix_bytes, coded.iter().copied());
+        let mut bytes = write_packet(&header, &payload);
+        // Zero bytes decode as nothing (the decoder reads missing bytes as zeros).
+        let padding = self
+            .min_packet_bytes(plan.num_tokens())
+            .saturating_sub(bytes.len());
+        if padding > 0 {
+            payload.resize(payload.len() + padding, 0);
+            bytes = write_packet(&header, &payload);
+        }
         EncodedPacket {
-            bytes: write_packet(&header, &payload),
+            bytes,
             header,
             ideal_bits,
-            payload_bits: payload.len() * 8,
+            payload_bits,
             coded_tokens,
             extra_tokens: extras.len(),
             stage_bits,
             colour_bits,
+            padding,
         }
     }
 
@@ -389,22 +499,7 @@ impl TokenCodec {
             }
             .into());
         }
-        if header.model_id != self.model_id {
-            return Err(PacketError::ModelMismatch {
-                packet_model: header.model_id.to_string(),
-                decoder_model: self.model_id.to_string(),
-            }
-            .into());
-        }
-        let (cw, ch) = header.coded_size();
-        if cw as u64 * ch as u64 > self.max_pixels {
-            return Err(PacketError::FrameTooLarge {
-                width: cw,
-                height: ch,
-                max_pixels: self.max_pixels,
-            }
-            .into());
-        }
+        self.check_limits(&header, data.len())?;
         let num_stages = self.schedule.num_stages();
         let prefix = header.stages as usize;
         let adaptive = header.flags & FLAG_ADAPTIVE != 0;
@@ -427,7 +522,10 @@ impl TokenCodec {
             let (r, k) = c.grid(header.width, header.height);
             3 * r * k * ColourThumb::MAX_SYMBOLS_PER_VALUE
         });
-        let max_payload = (plan.tokens_in_first(prefix) + adaptive_count + colour_count) * 3 + 4;
+        // A packet may also be padded to one byte per token (the work limit, see
+        // `min_packet_bytes`).
+        let max_payload = ((plan.tokens_in_first(prefix) + adaptive_count + colour_count) * 3 + 4)
+            .max(plan.num_tokens());
         if packet.payload.len() > max_payload {
             return Err(PacketError::PayloadTooLarge {
                 len: packet.payload.len(),
@@ -447,6 +545,7 @@ impl TokenCodec {
                 continue;
             }
             let tables = self.prior.stage_tables(&grid, &plan, s)?;
+            self.prior_work += positions.len() as u64;
             if s < prefix {
                 for (i, &pos) in positions.iter().enumerate() {
                     let t = dec.decode(tables.get(i))? as u16;

@@ -61,6 +61,7 @@ impl From<Render> for codec::RenderMode {
         }
     }
 }
+const DEFAULT_WORK_LIMIT: u64 = codec::DEFAULT_WORK_LIMIT;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -71,6 +72,7 @@ struct Settings {
     max_pixels: u64,
     render: Render,
     render_full_every: u32,
+    work_limit: u64,
 }
 
 impl Default for Settings {
@@ -83,6 +85,7 @@ impl Default for Settings {
             max_pixels: DEFAULT_MAX_PIXELS,
             render: DEFAULT_RENDER,
             render_full_every: DEFAULT_RENDER_FULL_EVERY,
+            work_limit: DEFAULT_WORK_LIMIT,
         }
     }
 }
@@ -316,6 +319,17 @@ impl ObjectImpl for UigcDec {
                     .default_value(DEFAULT_RENDER_FULL_EVERY)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt64::builder("work-limit")
+                    .nick("Work limit")
+                    .blurb(
+                        "Tokens (16x16 pixels each, four for a dense packet) a packet may make \
+                         the decoder work on whatever its size; above it a packet must carry one \
+                         byte per token, else it is dropped before any work. Raise it (and the \
+                         sender's work-limit) for frames above 1024x512 sent in small packets",
+                    )
+                    .default_value(DEFAULT_WORK_LIMIT)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecUInt64::builder("frames-decoded")
                     .nick("Frames decoded")
                     .blurb(
@@ -378,6 +392,7 @@ impl ObjectImpl for UigcDec {
             "render-full-every" => {
                 settings.render_full_every = value.get().expect("type checked upstream")
             }
+            "work-limit" => settings.work_limit = value.get().expect("type checked upstream"),
             other => unreachable!("unknown property {other}"),
         }
         gst::debug!(CAT, imp = self, "Set {} = {:?}", pspec.name(), value);
@@ -394,6 +409,7 @@ impl ObjectImpl for UigcDec {
             "max-pixels" => settings.max_pixels.to_value(),
             "render" => settings.render.to_value(),
             "render-full-every" => settings.render_full_every.to_value(),
+            "work-limit" => settings.work_limit.to_value(),
             "frames-decoded" => stats.decoded.to_value(),
             "frames-dropped" => stats.dropped.to_value(),
             "frames-lost" => stats.lost.to_value(),
@@ -459,6 +475,7 @@ impl VideoDecoderImpl for UigcDec {
         for m in model.models_mut() {
             m.token_codec().set_regen(regen);
             m.token_codec().set_max_pixels(settings.max_pixels);
+            m.token_codec().set_work_limit(settings.work_limit);
         }
         if settings.render == Render::Tiles {
             if let Some(m) = model.models_mut().iter().find(|m| !m.has_tile_graph()) {

@@ -54,6 +54,8 @@ struct Settings {
     keyframe_interval: u32,
     refresh_frames: u32,
     change_threshold: f64,
+    max_pixels: u64,
+    work_limit: u64,
 }
 
 impl Default for Settings {
@@ -71,6 +73,8 @@ impl Default for Settings {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             keyframe_interval: DEFAULT_KEYFRAME_INTERVAL,
             refresh_frames: DEFAULT_REFRESH_FRAMES,
+            max_pixels: codec::DEFAULT_MAX_PIXELS,
+            work_limit: codec::DEFAULT_WORK_LIMIT,
             change_threshold: DEFAULT_CHANGE_THRESHOLD,
         }
     }
@@ -365,6 +369,26 @@ impl ObjectImpl for UigcEnc {
                     .default_value(DEFAULT_CHANGE_THRESHOLD)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecUInt64::builder("max-pixels")
+                    .nick("Max pixels")
+                    .blurb(
+                        "The receiver's max-pixels: a larger frame is refused with an error \
+                         (the receiver would drop its packets)",
+                    )
+                    .minimum(1)
+                    .default_value(codec::DEFAULT_MAX_PIXELS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("work-limit")
+                    .nick("Work limit")
+                    .blurb(
+                        "The receiver's work-limit in tokens: packets of frames with more tokens \
+                         are padded to one byte per token (or skipped when the budget cannot \
+                         hold that), so that the receiver accepts them",
+                    )
+                    .default_value(codec::DEFAULT_WORK_LIMIT)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecString::builder("last-frame-type")
                     .nick("Last frame type")
                     .blurb(
@@ -446,6 +470,8 @@ impl ObjectImpl for UigcEnc {
                 Err(e) => gst::error!(CAT, imp = self, "{e}; keeping {}", settings.colour),
             },
             "regen" => settings.regen = string_or(value, DEFAULT_REGEN),
+            "max-pixels" => settings.max_pixels = value.get().expect("type checked upstream"),
+            "work-limit" => settings.work_limit = value.get().expect("type checked upstream"),
             "target-bitrate" => {
                 settings.target_bitrate = value.get().expect("type checked upstream")
             }
@@ -483,6 +509,8 @@ impl ObjectImpl for UigcEnc {
             "keyframe-interval" => settings.keyframe_interval.to_value(),
             "refresh-frames" => settings.refresh_frames.to_value(),
             "change-threshold" => settings.change_threshold.to_value(),
+            "max-pixels" => settings.max_pixels.to_value(),
+            "work-limit" => settings.work_limit.to_value(),
             "last-frame-type" => stats.last_type.to_value(),
             "frames-intra" => stats.frames_intra.to_value(),
             "last-frame-bytes" => stats.last_bytes.to_value(),
@@ -574,6 +602,10 @@ impl VideoEncoderImpl for UigcEnc {
         }
         let (mut model, desc) =
             crate::element::load_models(&settings.model, settings.ep, settings.threads)?;
+        for m in model.models_mut() {
+            m.token_codec().set_max_pixels(settings.max_pixels);
+            m.token_codec().set_work_limit(settings.work_limit);
+        }
         let schedule = model.primary().bundle().schedule;
         gst::info!(CAT, imp = self, "Loaded {desc}");
         *lock(&self.stats) = Stats::default();
