@@ -572,6 +572,12 @@ pub struct StreamDecoder {
     /// A refresh cycle is being followed (rows `0..exact_rows` exact as of the last packet).
     recovering: bool,
     last_image: Option<RgbImage>,
+    /// `last_image` is older than the reference (packets applied with [`Self::advance`]).
+    stale: bool,
+    /// The next picture is a full decode (a keyframe was applied without its picture).
+    full_next: bool,
+    /// Set while [`Self::advance`] runs: state only, no picture.
+    skip_render: bool,
     stats: StreamStats,
     /// The decoder network's side: renders only what changed (docs/video.md).
     renderer: Renderer,
@@ -623,10 +629,35 @@ impl StreamDecoder {
         r
     }
 
+    /// Applies a packet to the stream's state without making its picture: a receiver that is
+    /// behind skips the pictures of frames that a later packet replaces (the decoder network is
+    /// the expensive part), and stays exact. The next [`Self::decode`] renders the picture of
+    /// the state it reaches. Counted like [`Self::decode`].
+    pub fn advance(&mut self, model: &mut Model, data: &[u8]) -> Result<FrameStatus> {
+        self.skip_render = true;
+        let r = self.decode(model, data);
+        self.skip_render = false;
+        r.map(|f| f.status)
+    }
+
     fn decode_inner(&mut self, model: &mut Model, data: &[u8]) -> Result<StreamFrame> {
         let header = super::bitstream::parse_packet(data)?.header;
         let Some(inter) = header.inter else {
-            let f = model.decode_rendered(data, &mut self.renderer)?;
+            let f = if self.skip_render {
+                let t0 = Instant::now();
+                let tokens = model.token_codec().decode(data)?;
+                let coding = t0.elapsed();
+                super::DecodedFrame {
+                    image: no_picture(),
+                    tokens,
+                    timings: Timings {
+                        coding,
+                        ..Default::default()
+                    },
+                }
+            } else {
+                model.decode_rendered(data, &mut self.renderer)?
+            };
             let h = &f.tokens.header;
             // The stream goes on from the grid the sender assumes: tokens that were not sent
             // regenerated with argmax, whatever mode the picture was regenerated with.
@@ -652,7 +683,14 @@ impl StreamDecoder {
             }
             self.synced = true;
             self.recovering = false;
-            self.last_image = Some(f.image.clone());
+            if self.skip_render {
+                self.stale = true;
+                self.full_next = true;
+            } else {
+                self.last_image = Some(f.image.clone());
+                self.stale = false;
+                self.full_next = false;
+            }
             return Ok(StreamFrame {
                 image: f.image,
                 status: FrameStatus::Exact,
@@ -715,11 +753,20 @@ impl StreamDecoder {
             .reference
             .as_ref()
             .is_some_and(|old| old.grid == r.grid && old.colour == r.colour);
-        let (image, rendered) = match (&self.last_image, same) {
+        let (image, rendered) = match (&self.last_image, same && !self.stale) {
+            _ if self.skip_render => {
+                self.stale |= !same;
+                (no_picture(), Rendered::Reused)
+            }
             (Some(img), true) => (img.clone(), Rendered::Reused),
             _ => {
-                let (mut image, rendered) =
-                    model.render(&mut self.renderer, &r.grid, r.width, r.height, false)?;
+                let (mut image, rendered) = model.render(
+                    &mut self.renderer,
+                    &r.grid,
+                    r.width,
+                    r.height,
+                    self.full_next,
+                )?;
                 if let Some(c) = &r.colour {
                     c.apply(&mut image);
                 }
@@ -728,7 +775,11 @@ impl StreamDecoder {
         };
         let network = t1.elapsed();
         self.reference = Some(r);
-        self.last_image = Some(image.clone());
+        if !self.skip_render {
+            self.last_image = Some(image.clone());
+            self.stale = false;
+            self.full_next = false;
+        }
         Ok(StreamFrame {
             image,
             status: if self.synced {
@@ -762,6 +813,15 @@ impl StreamDecoder {
             }
             .into()),
         }
+    }
+}
+
+/// The picture of a packet applied with [`StreamDecoder::advance`] (never shown).
+fn no_picture() -> RgbImage {
+    RgbImage {
+        width: 0,
+        height: 0,
+        data: Vec::new(),
     }
 }
 

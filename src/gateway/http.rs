@@ -81,6 +81,7 @@ fn stream_json(id: u32, v: &StreamView, now: u64) -> serde_json::Value {
         "exact": v.exact,
         "concealed": v.concealed,
         "decode_errors": v.decode_errors,
+        "skipped": v.skipped,
         "shed": v.shed,
         "queued": v.queued,
         "decode_lag_ms": v.decode_lag_ms,

@@ -36,8 +36,9 @@ use archive::{ArchiveLimits, StreamArchive, MAX_RECORD};
 pub const DEFAULT_MAX_STREAMS: usize = 256;
 /// Default archive rate cap per stream: 64 KiB/s (512 kbit/s, far above any uigc stream).
 pub const DEFAULT_STREAM_RATE: u64 = 64 << 10;
-/// Default decode queue length per worker (packets).
-pub const DEFAULT_DECODE_QUEUE: usize = 64;
+/// Default decode queue length per worker (packets; at most 64 KiB each, typically < 1.5 KiB).
+/// A worker that is behind skips pictures (never the state), so the queue drains quickly.
+pub const DEFAULT_DECODE_QUEUE: usize = 1024;
 
 /// Settings of a gateway.
 #[derive(Debug, Clone)]
@@ -148,6 +149,9 @@ pub struct StreamView {
     pub exact: u64,
     pub concealed: u64,
     pub decode_errors: u64,
+    /// Packets applied without rendering their picture (the decoder was behind and a later
+    /// packet of the stream was already queued).
+    pub skipped: u64,
     pub shed: u64,
     /// Packets queued for decoding and not decoded yet.
     pub queued: u64,
@@ -407,14 +411,46 @@ fn shard(stream: u32, workers: usize) -> usize {
     (stream.wrapping_mul(0x9E37_79B9) >> 16) as usize % workers
 }
 
+/// Packets a worker takes from its queue at once.
+const BATCH: usize = 256;
+
 fn decode_worker(mut models: ModelSet, jobs: Receiver<Job>, views: Arc<Views>) {
     let mut decoders: HashMap<u32, codec::StreamDecoder> = HashMap::new();
-    while let Ok(job) = jobs.recv() {
-        let t = Instant::now();
-        let dec = decoders.entry(job.stream).or_default();
-        let result = models
-            .model_for(&job.packet)
-            .and_then(|m| dec.decode(m, &job.packet));
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        for (i, job) in batch.iter().enumerate() {
+            // Behind: a packet followed by a later one of its stream is applied to the stream's
+            // state (it stays exact) without rendering its picture.
+            let skip = batch[i + 1..].iter().any(|j| j.stream == job.stream);
+            let dec = decoders.entry(job.stream).or_default();
+            decode_job(&mut models, dec, job, skip, &views);
+        }
+    }
+}
+
+fn decode_job(
+    models: &mut ModelSet,
+    dec: &mut codec::StreamDecoder,
+    job: &Job,
+    skip: bool,
+    views: &Views,
+) {
+    let t = Instant::now();
+    let result = models.model_for(&job.packet).and_then(|m| {
+        if skip {
+            dec.advance(m, &job.packet).map(|status| (status, None))
+        } else {
+            dec.decode(m, &job.packet)
+                .map(|f| (f.status, Some((f.frame, f.image))))
+        }
+    });
+    {
         let decode_ms = t.elapsed().as_secs_f64() * 1e3;
         let lag_ms = job.arrival.elapsed().as_secs_f64() * 1e3;
         let mut all = views.streams.lock().unwrap_or_else(|e| e.into_inner());
@@ -425,22 +461,26 @@ fn decode_worker(mut models: ModelSet, jobs: Receiver<Job>, views: Arc<Views>) {
         v.decode_lag_ms = lag_ms;
         v.decode_lag_max_ms = v.decode_lag_max_ms.max(lag_ms);
         match result {
-            Ok(f) => {
+            Ok((status, picture)) => {
                 v.decoded += 1;
-                match f.status {
+                match status {
                     FrameStatus::Exact => v.exact += 1,
                     _ => v.concealed += 1,
                 }
-                v.last_status = match f.status {
+                v.last_status = match status {
                     FrameStatus::Exact => "exact".into(),
                     FrameStatus::Concealed => "concealed".into(),
                     FrameStatus::Recovering { exact_rows, rows } => {
                         format!("recovering {exact_rows}/{rows}")
                     }
                 };
-                v.last_frame = Some(f.frame);
-                v.size = (f.image.width, f.image.height);
-                v.latest = Some(Arc::new(f.image));
+                let Some((frame, image)) = picture else {
+                    v.skipped += 1;
+                    return;
+                };
+                v.last_frame = Some(frame);
+                v.size = (image.width, image.height);
+                v.latest = Some(Arc::new(image));
                 v.generation += 1;
                 drop(all);
                 views.frames.send_modify(|g| *g += 1);
