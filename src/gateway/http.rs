@@ -178,7 +178,11 @@ async fn index(State(gw): State<Gw>) -> Html<String> {
          <div>{tiles}</div><table><tr><th>stream</th><th>packets</th><th>bytes</th><th>kbit/s</th><th>loss</th>\
          <th>decoded</th><th>exact</th><th>shed</th><th>decode lag ms</th><th>last packet s ago</th>\
          <th>frame</th><th>status</th></tr>{rows}</table></body></html>",
-        t["streams"], t["received"], t["archived"], t["refused"], t["shed"],
+        t["streams"],
+        t["received"],
+        t["archived"],
+        Refusal::ALL.iter().map(|&r| gw.counters.refused(r)).sum::<u64>(),
+        t["shed"],
     ))
 }
 
