@@ -245,6 +245,8 @@ pub struct StreamArchive {
     total_bytes: u64,
     last_sync: Instant,
     dirty: bool,
+    /// A segment was created since the last flush: its directory entry is flushed too.
+    dir_dirty: bool,
 }
 
 impl StreamArchive {
@@ -291,7 +293,7 @@ impl StreamArchive {
                 (f, len)
             }
             None => {
-                let f = new_segment(&dir, 0)?;
+                let f = new_segment(&dir, 0, limits.fsync == FsyncPolicy::Always)?;
                 total_bytes += SEGMENT_MAGIC.len() as u64;
                 (f, SEGMENT_MAGIC.len() as u64)
             }
@@ -304,7 +306,8 @@ impl StreamArchive {
             next_seq,
             total_bytes,
             last_sync: Instant::now(),
-            dirty: false,
+            dirty: segs.is_empty(),
+            dir_dirty: segs.is_empty() && limits.fsync != FsyncPolicy::Always,
         };
         Ok((archive, rec))
     }
@@ -338,6 +341,16 @@ impl StreamArchive {
 
     /// Flushes the open segment to the disk if anything was written since the last flush.
     pub fn sync(&mut self) -> io::Result<()> {
+        if self.dir_dirty {
+            self.file.sync_all()?;
+            File::open(&self.dir)?.sync_all()?;
+            // The stream's directory may be new as well.
+            if let Some(root) = self.dir.parent() {
+                File::open(root)?.sync_all()?;
+            }
+            self.dir_dirty = false;
+            self.dirty = false;
+        }
         if self.dirty {
             self.file.sync_data()?;
             self.dirty = false;
@@ -358,7 +371,10 @@ impl StreamArchive {
 
     fn rotate(&mut self) -> io::Result<()> {
         self.sync()?;
-        self.file = new_segment(&self.dir, self.next_seq)?;
+        let always = self.limits.fsync == FsyncPolicy::Always;
+        self.file = new_segment(&self.dir, self.next_seq, always)?;
+        self.dir_dirty = !always;
+        self.dirty = !always;
         self.segment_len = SEGMENT_MAGIC.len() as u64;
         self.total_bytes += self.segment_len;
         if self.limits.stream_bytes > 0 {
@@ -377,16 +393,21 @@ impl StreamArchive {
     }
 }
 
-fn new_segment(dir: &Path, seq: u64) -> io::Result<File> {
+/// Creates a segment with its magic. With `sync` the file and its directory entry are flushed at
+/// once (fsync policy `always`); otherwise the next [`StreamArchive::sync`] does it, so opening a
+/// stream never stalls the receive path on the disk.
+fn new_segment(dir: &Path, seq: u64, sync: bool) -> io::Result<File> {
     let path = dir.join(format!("{seq:016x}.{SEGMENT_EXT}"));
     let mut f = OpenOptions::new()
         .create_new(true)
         .append(true)
         .open(&path)?;
     f.write_all(SEGMENT_MAGIC)?;
-    f.sync_all()?;
-    // The new file's directory entry must survive a power loss too.
-    File::open(dir)?.sync_all()?;
+    if sync {
+        f.sync_all()?;
+        // The new file's directory entry must survive a power loss too.
+        File::open(dir)?.sync_all()?;
+    }
     Ok(f)
 }
 

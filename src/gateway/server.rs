@@ -19,6 +19,9 @@ pub struct Listen {
     pub udp: Option<SocketAddr>,
     pub tcp: Option<SocketAddr>,
     pub http: Option<SocketAddr>,
+    /// Receive buffer asked for the UDP socket in bytes (the kernel caps it at
+    /// `net.core.rmem_max`): datagrams arriving while the receive task is busy wait there.
+    pub udp_buffer: usize,
     /// TCP uplinks served at once; further connections are closed at once.
     pub max_tcp_connections: usize,
     /// A TCP uplink silent for this long is closed.
@@ -31,6 +34,8 @@ pub struct Bound {
     pub udp: Option<SocketAddr>,
     pub tcp: Option<SocketAddr>,
     pub http: Option<SocketAddr>,
+    /// The UDP receive buffer the kernel granted (bytes).
+    pub udp_buffer: Option<usize>,
 }
 
 /// Runs the gateway until SIGINT/SIGTERM; `ready` is called once every socket is bound.
@@ -48,10 +53,17 @@ async fn serve(gw: Arc<Gateway>, listen: Listen, ready: impl FnOnce(&Bound)) -> 
     let mut bound = Bound::default();
     let udp = match listen.udp {
         Some(a) => {
-            let s = UdpSocket::bind(a)
-                .await
-                .map_err(|e| format!("UDP {a}: {e}"))?;
+            let (s, granted) =
+                bind_udp(a, listen.udp_buffer).map_err(|e| format!("UDP {a}: {e}"))?;
             bound.udp = Some(s.local_addr().map_err(|e| e.to_string())?);
+            bound.udp_buffer = Some(granted);
+            if granted < listen.udp_buffer {
+                log::warn!(
+                    "UDP receive buffer: {granted} bytes granted of {} asked (raise \
+                     net.core.rmem_max to absorb longer bursts)",
+                    listen.udp_buffer
+                );
+            }
             Some(s)
         }
         None => None,
@@ -111,6 +123,18 @@ async fn serve(gw: Arc<Gateway>, listen: Listen, ready: impl FnOnce(&Bound)) -> 
     shutdown_signal().await;
     gw.sync();
     Ok(())
+}
+
+/// A UDP socket with a larger receive buffer (what the kernel grants is returned).
+fn bind_udp(addr: SocketAddr, buffer: usize) -> std::io::Result<(UdpSocket, usize)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_recv_buffer_size(buffer)?;
+    s.bind(&addr.into())?;
+    s.set_nonblocking(true)?;
+    // Linux reports twice the size set (it counts its bookkeeping): the usable part is half.
+    let granted = s.recv_buffer_size()? / 2;
+    Ok((UdpSocket::from_std(s.into())?, granted))
 }
 
 async fn shutdown_signal() {

@@ -22,6 +22,9 @@ pub struct GatewayArgs {
     /// UDP address the devices send to ("off" for none)
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:5004")]
     udp: String,
+    /// UDP receive buffer to ask the kernel for, in bytes (it grants at most net.core.rmem_max)
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
+    udp_buffer: usize,
     /// TCP address for store-and-forward uplinks (packets preceded by their length, u32 LE, as
     /// in .uigcs files) [default: off]
     #[arg(long, value_name = "ADDR")]
@@ -102,6 +105,7 @@ pub fn gateway(a: GatewayArgs) -> Result<(), String> {
             .transpose()?
             .flatten(),
         http: addr(&a.http, "http")?,
+        udp_buffer: a.udp_buffer,
         max_tcp_connections: a.max_tcp,
         tcp_idle: Duration::from_secs(60),
     };
@@ -111,8 +115,10 @@ pub fn gateway(a: GatewayArgs) -> Result<(), String> {
     server::run(gw, listen, move |b| {
         let s = |a: Option<SocketAddr>| a.map_or("null".to_string(), |a| format!("\"{a}\""));
         println!(
-            "{{\"ready\": true, \"udp\": {}, \"tcp\": {}, \"http\": {}, \"archive\": {:?}}}",
+            "{{\"ready\": true, \"udp\": {}, \"udp_buffer\": {}, \"tcp\": {}, \"http\": {}, \
+             \"archive\": {:?}}}",
             s(b.udp),
+            b.udp_buffer.map_or("null".to_string(), |n| n.to_string()),
             s(b.tcp),
             s(b.http),
             a.archive.display().to_string()
