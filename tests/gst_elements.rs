@@ -620,7 +620,7 @@ fn random_truncated_and_bit_flipped_packets_never_stop_the_stream() {
         let mut p: Vec<u8> = (0..len).map(|_| rnd() as u8).collect();
         if i % 2 == 0 && len >= 2 {
             p[0] = 0x55;
-            p[1] = 0x10;
+            p[1] = 0x20;
         }
         push(&mut h, &p);
     }
