@@ -178,7 +178,7 @@ fn encode_info_decode_round_trip() {
         "{line}"
     );
     assert!(!output.exists(), "a refused packet wrote an image");
-    // A corrupt packet: one line naming the file and the failed check.
+    // A corrupt packet: one line naming the file and the failed check (the packet check).
     let mut bytes = std::fs::read(&packet).unwrap();
     let n = bytes.len();
     bytes[n - 6] ^= 0x40;
@@ -193,7 +193,7 @@ fn encode_info_decode_round_trip() {
             .arg(&model),
     );
     assert!(
-        line.contains(&packet.display().to_string()) && line.contains("check value mismatch"),
+        line.contains(&packet.display().to_string()) && line.contains("packet check mismatch"),
         "{line}"
     );
     assert!(!output.exists(), "a corrupt packet wrote an image");
@@ -271,7 +271,7 @@ fn unavailable_gpu_provider_is_an_error_not_a_fallback() {
 fn several_models_on_the_command_line() {
     let (dir, input, packet, output) = scratch("set");
     for (cap, name, bundle) in [
-        ("14", "tiny-model-k4", tiny_model_k4_dir()),
+        ("16", "tiny-model-k4", tiny_model_k4_dir()),
         ("400", "tiny-model", tiny_model_dir()),
     ] {
         let (ok, out, err) = run(encode(&input, &packet)

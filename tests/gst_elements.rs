@@ -725,7 +725,7 @@ fn several_models_encoder_picks_one_decoder_follows_the_packet() {
     let id_4 = common::load(&common::tiny_model_k4_dir()).model_id();
     let mut all = Vec::new();
     for (cap, name, id, only_other) in [
-        (14, "tiny-model-k4", id_4, tiny()),
+        (16, "tiny-model-k4", id_4, tiny()),
         (full[0].len(), "tiny-model", id_16, k4_dir.clone()),
     ] {
         let cap_s = cap.to_string();
