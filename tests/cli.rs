@@ -102,7 +102,16 @@ fn help_is_complete() {
                 "--work-limit",
             ][..],
         ),
-        ("tokens", &["--model", "--regen", "--threads"][..]),
+        (
+            "tokens",
+            &[
+                "--model",
+                "--regen",
+                "--threads",
+                "--max-pixels",
+                "--work-limit",
+            ][..],
+        ),
         (
             "bench",
             &["--keep", "--repeat", "--model", "--threads", "--ort-lib"][..],
