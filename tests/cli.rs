@@ -85,6 +85,8 @@ fn help_is_complete() {
                 "--colour",
                 "--stream-id",
                 "--frame",
+                "--max-pixels",
+                "--work-limit",
             ][..],
         ),
         (
@@ -97,9 +99,19 @@ fn help_is_complete() {
                 "--ort-lib",
                 "--regen",
                 "--max-pixels",
+                "--work-limit",
             ][..],
         ),
-        ("tokens", &["--model", "--regen", "--threads"][..]),
+        (
+            "tokens",
+            &[
+                "--model",
+                "--regen",
+                "--threads",
+                "--max-pixels",
+                "--work-limit",
+            ][..],
+        ),
         (
             "bench",
             &["--keep", "--repeat", "--model", "--threads", "--ort-lib"][..],
@@ -175,7 +187,7 @@ fn encode_info_decode_round_trip() {
         "{line}"
     );
     assert!(!output.exists(), "a refused packet wrote an image");
-    // A corrupt packet: one line naming the file and the failed check.
+    // A corrupt packet: one line naming the file and the failed check (the packet check).
     let mut bytes = std::fs::read(&packet).unwrap();
     let n = bytes.len();
     bytes[n - 6] ^= 0x40;
@@ -190,7 +202,7 @@ fn encode_info_decode_round_trip() {
             .arg(&model),
     );
     assert!(
-        line.contains(&packet.display().to_string()) && line.contains("check value mismatch"),
+        line.contains(&packet.display().to_string()) && line.contains("packet check mismatch"),
         "{line}"
     );
     assert!(!output.exists(), "a corrupt packet wrote an image");
@@ -268,7 +280,7 @@ fn unavailable_gpu_provider_is_an_error_not_a_fallback() {
 fn several_models_on_the_command_line() {
     let (dir, input, packet, output) = scratch("set");
     for (cap, name, bundle) in [
-        ("14", "tiny-model-k4", tiny_model_k4_dir()),
+        ("16", "tiny-model-k4", tiny_model_k4_dir()),
         ("400", "tiny-model", tiny_model_dir()),
     ] {
         let (ok, out, err) = run(encode(&input, &packet)
@@ -557,4 +569,71 @@ fn jpeg_frames_encode_as_stills_and_as_a_stream() {
     assert_eq!(out.matches("\"exact\"").count(), 3, "{out}");
     assert!(decoded.join("frame_00002.png").is_file());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 15: the encoder refuses a photo a default receiver would refuse (4000x3000, above the
+/// default max-pixels) with one clear line naming the limit, before any network runs; with the
+/// same larger limits on both ends it goes through. A frame above the work limit is padded to
+/// one byte per token and decodes; a decoder with a lower work limit than the encoder's refuses
+/// the unpadded packet by name.
+#[test]
+fn receiver_limits_hold_on_both_ends() {
+    let (dir, _, packet, output) = scratch("limits");
+    let model = tiny_model_dir();
+    let big = dir.join("photo-4000x3000.png");
+    image::RgbImage::from_pixel(4000, 3000, image::Rgb([90, 120, 200]))
+        .save(&big)
+        .unwrap();
+    let line = error_line(encode(&big, &packet).arg("--model").arg(&model));
+    assert!(
+        line.contains("a 4000x3000 frame is 12000000 pixels, above the 8294400 a receiver accepts"),
+        "{line}"
+    );
+    assert!(!packet.exists());
+    // 320x240 = 300 tokens: above a work limit of 100, so the packet is padded to 300 bytes.
+    let small = dir.join("frame-320x240.png");
+    image::RgbImage::from_fn(320, 240, |x, y| image::Rgb([x as u8, y as u8, 60]))
+        .save(&small)
+        .unwrap();
+    let (ok, out, err) = run(encode(&small, &packet).args(["--model"]).arg(&model).args([
+        "--work-limit",
+        "100",
+        "--colour",
+        "off",
+    ]));
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("zero bytes of padding for receivers with work limit 100 tokens"),
+        "{out}"
+    );
+    assert_eq!(std::fs::metadata(&packet).unwrap().len(), 300);
+    let (ok, _, err) = run(uigc()
+        .arg("decode")
+        .arg(&packet)
+        .arg("-o")
+        .arg(&output)
+        .arg("--model")
+        .arg(&model)
+        .args(["--work-limit", "100"]));
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(encode(&small, &packet)
+        .arg("--model")
+        .arg(&model)
+        .args(["--colour", "off"]));
+    assert!(ok, "{err}");
+    let line = error_line(
+        uigc()
+            .arg("decode")
+            .arg(&packet)
+            .arg("-o")
+            .arg(&output)
+            .arg("--model")
+            .arg(&model)
+            .args(["--work-limit", "100"]),
+    );
+    assert!(
+        line.contains("asks for 300 tokens of work (a 320x240 frame)"),
+        "{line}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -620,7 +620,7 @@ fn random_truncated_and_bit_flipped_packets_never_stop_the_stream() {
         let mut p: Vec<u8> = (0..len).map(|_| rnd() as u8).collect();
         if i % 2 == 0 && len >= 2 {
             p[0] = 0x55;
-            p[1] = 0x10;
+            p[1] = 0x20;
         }
         push(&mut h, &p);
     }
@@ -725,7 +725,7 @@ fn several_models_encoder_picks_one_decoder_follows_the_packet() {
     let id_4 = common::load(&common::tiny_model_k4_dir()).model_id();
     let mut all = Vec::new();
     for (cap, name, id, only_other) in [
-        (14, "tiny-model-k4", id_4, tiny()),
+        (16, "tiny-model-k4", id_4, tiny()),
         (full[0].len(), "tiny-model", id_16, k4_dir.clone()),
     ] {
         let cap_s = cap.to_string();
@@ -835,6 +835,31 @@ fn max_pixels_drops_larger_frames_and_goes_on() {
     h.push(packet_buffer(&small[0], 1)).unwrap();
     let _ = h.pull().unwrap();
     assert_eq!(out_size(&h), (32, 32));
+    let e = h.element().unwrap();
+    assert_eq!(u64_prop(&e, "frames-dropped"), 1);
+    assert_eq!(u64_prop(&e, "frames-decoded"), 1);
+}
+
+/// The work limit on both elements (issue 15): a uigcdec with `work-limit` 100 drops the
+/// unpadded packet of a 320x240 frame (300 tokens) as it would a corrupt one, and goes on; a
+/// uigcenc with the same `work-limit` pads its packets to one byte per token, which that
+/// decoder accepts.
+#[test]
+fn work_limit_on_both_ends() {
+    init();
+    let (_h, plain) = encode(encoder(&[]), "RGB", 320, 240, 1);
+    assert!(plain[0].len() < 300, "{}", plain[0].len());
+    let (_h, padded) = encode(encoder(&[("work-limit", "100")]), "RGB", 320, 240, 1);
+    assert_eq!(padded[0].len(), 300);
+    let dec = decoder(&tiny());
+    assert_eq!(dec.property::<u64>("work-limit"), codec::DEFAULT_WORK_LIMIT);
+    dec.set_property("work-limit", 100u64);
+    let mut h = Harness::with_element(&dec, Some("sink"), Some("src"));
+    h.set_src_caps_str("video/x-uigc");
+    h.push(packet_buffer(&plain[0], 0)).unwrap();
+    h.push(packet_buffer(&padded[0], 1)).unwrap();
+    let _ = h.pull().unwrap();
+    assert_eq!(out_size(&h), (320, 240));
     let e = h.element().unwrap();
     assert_eq!(u64_prop(&e, "frames-dropped"), 1);
     assert_eq!(u64_prop(&e, "frames-decoded"), 1);

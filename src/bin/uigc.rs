@@ -201,6 +201,12 @@ enum Command {
         /// Worker threads of the prior (0 = all cores; results never depend on it)
         #[arg(long, value_name = "N", default_value_t = 0)]
         threads: usize,
+        /// Largest frame in pixels (as for decode)
+        #[arg(long, value_name = "PIXELS", default_value_t = codec::DEFAULT_MAX_PIXELS)]
+        max_pixels: u64,
+        /// Work limit in tokens (as for decode)
+        #[arg(long, value_name = "TOKENS", default_value_t = codec::DEFAULT_WORK_LIMIT)]
+        work_limit: u64,
     },
     /// Benchmark: per image, tokenizer time and prior + range-coding time of encoding and
     /// decoding (all stages, or the given keep policy); prints a table and a summary
@@ -471,6 +477,8 @@ fn run(cli: Cli) -> Result<(), String> {
             regen,
             model,
             threads,
+            max_pixels,
+            work_limit,
         } => {
             let regen: RegenMode = regen.parse().map_err(|e: codec::Error| e.to_string())?;
             let dir = match model {
@@ -481,6 +489,8 @@ fn run(cli: Cli) -> Result<(), String> {
             let mut tc =
                 codec::token_codec_with_threads(&bundle, threads).map_err(|e| e.to_string())?;
             tc.set_regen(regen);
+            tc.set_max_pixels(max_pixels);
+            tc.set_work_limit(work_limit);
             for input in inputs {
                 let name = input.file_name().unwrap_or_default().to_string_lossy();
                 let grids = if input.extension().is_some_and(|e| e == "uigcs") {

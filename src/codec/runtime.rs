@@ -255,16 +255,6 @@ fn build_session(path: &Path, opts: &RuntimeOptions, ep: ExecutionProvider) -> R
                 message: e.to_string(),
             }
         })?;
-    } else {
-        // Memory that returns after a large frame: without its arena the CPU provider frees
-        // each activation when the run ends (with it, a 4K frame kept ~4 GB for the life of the
-        // session), and without memory patterns it plans nothing per input size. Measured cost
-        // on a 768x512 frame: docs/reliability.md.
-        builder = builder
-            .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
-            .map_err(|e| err(e.to_string()))?
-            .with_memory_pattern(false)
-            .map_err(|e| err(e.to_string()))?;
     }
     builder
         .commit_from_file(path)
