@@ -4,6 +4,7 @@
 #![allow(unused_doc_comments)]
 
 pub mod codec;
+pub mod linksim;
 
 /**
  * plugin-uigc:
