@@ -982,3 +982,53 @@ fn decoder_conceals_loss_and_reordering_then_is_exact_after_a_refresh() {
     }
     assert_eq!(last, want);
 }
+
+/// A corrupt inter packet that the receiver can only conceal (it follows no state the receiver
+/// holds, so nothing verifies it) with a frame counter far ahead: dropped, not shown, and the
+/// loss count stays exact. Found by deploy/soak.sh: one bit flip made frames-lost jump by 81,802
+/// and the next real packets look like a sender restart.
+#[test]
+fn an_unverifiable_packet_with_a_far_frame_counter_is_dropped() {
+    init();
+    let props = [("keyframe-interval", "0"), ("refresh-frames", "3")];
+    let (_h, packets) = encode_stream(&props, 64, 48, 8, &[2, 3, 4, 5, 6], None);
+    let header = |k: usize| {
+        codec::bitstream::parse_packet(&packets[k].0)
+            .unwrap()
+            .header
+    };
+    // After losing packet 2, the first packet that starts no refresh cycle is only concealed.
+    let k = (3..8)
+        .find(|&k| header(k).inter.is_some_and(|i| i.band_start > 0))
+        .expect("a packet in the middle of a refresh cycle");
+    let mut forged = codec::bitstream::parse_packet(&packets[k].0).unwrap();
+    let payload = forged.payload.to_vec();
+    forged.header.frame += 81_802;
+    let forged = codec::bitstream::write_packet(&forged.header, &payload);
+    let mut h = decoder_harness(&tiny());
+    // 0, 1, (2 .. k-1 lost), k corrupted (its frame counter 81,802 ahead): dropped, it arrived.
+    for (i, p) in [&packets[0].0, &packets[1].0, &forged]
+        .into_iter()
+        .enumerate()
+    {
+        h.push(packet_buffer(p, i as u64)).unwrap();
+    }
+    let d = h.element().unwrap();
+    let c = |n: &str| u64_prop(&d, n);
+    assert_eq!(
+        (
+            c("frames-decoded"),
+            c("frames-dropped"),
+            c("frames-concealed")
+        ),
+        (2, 1, 0),
+        "decoded, dropped, concealed (packet {k} forged)"
+    );
+    // The next real packet: frames 2 .. k-1 lost, k arrived (dropped), nothing late.
+    h.push(packet_buffer(&packets[k + 1].0, 3)).unwrap();
+    assert_eq!(
+        (c("frames-decoded"), c("frames-lost"), c("frames-late")),
+        (3, k as u64 - 2, 0),
+        "decoded, lost, late"
+    );
+}

@@ -219,6 +219,20 @@ impl State {
         }
         let model = self.model.model_for(data)?;
         let frame = entry.decoder.decode(model, data)?;
+        if frame.status == codec::FrameStatus::Concealed
+            && !entry.seen.as_ref().is_some_and(|seen| {
+                matches!(seen.classify(header.frame), Arrival::New { lost } if lost < Seen::WINDOW)
+            })
+        {
+            // A concealed packet is not verified (nothing to decode it against): a corrupt or
+            // forged header could claim any frame counter. Shown (the last picture again) and
+            // counted only when it is one of the next WINDOW frames.
+            return Err(codec::PacketError::NoReference {
+                frame: header.frame,
+                reference: header.inter.map_or(header.frame, |i| i.reference),
+            }
+            .into());
+        }
         if restart {
             entry.checks.clear();
         }
