@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # Installs what uigc needs, idempotently: Debian packages, Rust check, a Python venv with the
 # ONNX Runtime wheel (its libonnxruntime.so is what the codec loads), and for --dev the Python
-# training/test stack. Usage: deploy/setup.sh [--runtime|--dev]
+# training/test stack; --fuzz adds the nightly toolchain and cargo-fuzz (deploy/fuzz.sh; never
+# needed by deploy/test.sh or CI). Usage: deploy/setup.sh [--runtime|--dev] [--fuzz]
 set -euo pipefail
 
-mode="${1:---runtime}"
-case "$mode" in --runtime|--dev) ;; *) echo "usage: $0 [--runtime|--dev]" >&2; exit 2;; esac
+mode="--runtime"; fuzz=0
+for arg in "$@"; do
+  case "$arg" in
+    --runtime|--dev) mode="$arg" ;;
+    --fuzz) fuzz=1 ;;
+    *) echo "usage: $0 [--runtime|--dev] [--fuzz]" >&2; exit 2 ;;
+  esac
+done
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 UIGC_HOME="${UIGC_HOME:-$HOME/.cache/uigc}"
@@ -56,6 +63,15 @@ if [ "$mode" = "--dev" ]; then
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
   rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu' \
     || rustup target add aarch64-unknown-linux-gnu >/dev/null
+fi
+
+# fuzz: libFuzzer needs nightly (-Zsanitizer); cargo-fuzz drives it. Pinned for reproducibility.
+if [ "$fuzz" = 1 ]; then
+  rustup toolchain list | grep -q '^nightly' || { say "rustup toolchain install nightly"; rustup toolchain install nightly --profile minimal >/dev/null; }
+  if ! cargo fuzz --version 2>/dev/null | grep -q '0\.13\.'; then
+    say "cargo install cargo-fuzz@0.13.2 (first time: a few minutes)"
+    cargo install --locked cargo-fuzz@0.13.2 >/dev/null
+  fi
 fi
 
 # --- Python venv with the ONNX Runtime wheel ----------------------------------------------------

@@ -6,6 +6,7 @@
 pub mod codec;
 #[cfg(feature = "gateway")]
 pub mod gateway;
+pub mod linksim;
 
 /**
  * plugin-uigc:

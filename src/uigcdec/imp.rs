@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 
+use std::collections::VecDeque;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,7 @@ use gst::subclass::prelude::*;
 use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 
-use super::LossCounter;
+use super::{Arrival, Seen};
 use crate::codec;
 use crate::element::{
     lock, model_properties, string_or, ExecutionProvider, DEFAULT_EP, DEFAULT_MODEL,
@@ -73,6 +74,7 @@ struct Settings {
     render: Render,
     render_full_every: u32,
     work_limit: u64,
+    stats_every: u32,
 }
 
 impl Default for Settings {
@@ -86,6 +88,7 @@ impl Default for Settings {
             render: DEFAULT_RENDER,
             render_full_every: DEFAULT_RENDER_FULL_EVERY,
             work_limit: DEFAULT_WORK_LIMIT,
+            stats_every: 0,
         }
     }
 }
@@ -96,7 +99,67 @@ struct Stats {
     dropped: u64,
     lost: u64,
     concealed: u64,
+    late: u64,
+    duplicate: u64,
+    /// Frames decoded while the receiver could not keep up with its live input.
+    behind: u64,
     total_time: Duration,
+    /// Since the last `uigcdec-stats` message: packets, their time, the longest.
+    interval_packets: u64,
+    interval_time: Duration,
+    interval_max: Duration,
+}
+
+/// The receiver's load is measured over its last packets: at least this many, spanning at
+/// least [`LOAD_SPAN`] (a short burst, e.g. the backlog of a slow first packet, is not a trend).
+const LOAD_WINDOW: usize = 16;
+const LOAD_SPAN: Duration = Duration::from_secs(1);
+/// Most packets the load window holds.
+const LOAD_MAX: usize = 4096;
+/// Share of the wall time spent on packets (decoding and pushing downstream) from which a
+/// receiver with a live input is behind: its input queues up (in the socket) and arrives late
+/// or is lost. It is back in time below [`LOAD_RECOVERED`].
+const LOAD_BEHIND: f64 = 0.95;
+const LOAD_RECOVERED: f64 = 0.8;
+
+/// The receiver's load over its last packets.
+#[derive(Debug, Default)]
+struct Load {
+    /// The first packet (model warm-up) is not measured.
+    warm: bool,
+    /// (start, time spent) of each packet, oldest first.
+    window: VecDeque<(Instant, Duration)>,
+    /// Share of the window's wall time spent on packets.
+    busy: f64,
+    behind: bool,
+}
+
+impl Load {
+    /// Records one packet; returns the new share when the window is full.
+    fn record(&mut self, start: Instant, spent: Duration) -> Option<f64> {
+        if !std::mem::replace(&mut self.warm, true) {
+            return None;
+        }
+        self.window.push_back((start, spent));
+        let end = start + spent;
+        while self.window.len() > LOAD_WINDOW
+            && (self.window.len() > LOAD_MAX || end.duration_since(self.window[1].0) >= LOAD_SPAN)
+        {
+            self.window.pop_front();
+        }
+        let first = self.window.front()?.0;
+        if self.window.len() < LOAD_WINDOW || end.duration_since(first) < LOAD_SPAN {
+            return None;
+        }
+        let wall = end.duration_since(first).as_secs_f64();
+        let spent: f64 = self.window.iter().map(|(_, d)| d.as_secs_f64()).sum();
+        self.busy = if wall > 0.0 {
+            (spent / wall).min(1.0)
+        } else {
+            1.0
+        };
+        Some(self.busy)
+    }
 }
 
 /// Most streams (stream ids) one decoder follows at once; the least recently heard is
@@ -108,9 +171,9 @@ struct State {
     model_desc: String,
     input_state:
         Option<gst_video::VideoCodecState<'static, gst_video::video_codec_state::Readable>>,
-    losses: LossCounter,
-    /// Per stream id: its receiver state and when it was last heard (packet count).
-    streams: std::collections::HashMap<u32, (codec::StreamDecoder, u64)>,
+    /// Per stream id: its receiver state, when it was last heard (packet count) and the frame
+    /// counters it delivered (from its first decoded packet on).
+    streams: std::collections::HashMap<u32, StreamEntry>,
     packets: u64,
     /// Packets dropped since the last decoded one: they arrived, so they fill the next gap in
     /// the frame counter before anything is counted lost.
@@ -118,12 +181,40 @@ struct State {
     reported_latency: Option<gst::ClockTime>,
     /// How each stream's receiver renders its pictures.
     render: codec::RenderPolicy,
+    /// Whether upstream is live (asked once, with the first packet).
+    live: Option<bool>,
+}
+
+struct StreamEntry {
+    decoder: codec::StreamDecoder,
+    heard: u64,
+    seen: Option<Seen>,
+    /// (frame counter, check value) of the last packets received, newest last: tells a
+    /// duplicate from a restarted sender's intra packet under a counter already heard.
+    checks: VecDeque<(u32, u16)>,
+}
+
+impl StreamEntry {
+    fn remember(&mut self, h: &codec::Header) {
+        if self.checks.len() > Seen::WINDOW as usize {
+            self.checks.pop_front();
+        }
+        self.checks.push_back((h.frame, h.check));
+    }
+}
+
+/// What became of one packet.
+enum Outcome {
+    /// Decoded: the frame, and how many frames of its stream were lost before it.
+    Frame(codec::Header, codec::StreamFrame, u32),
+    /// A late (reordered) or duplicated packet: dropped before any decoding work.
+    Stale(codec::Header, Arrival),
 }
 
 impl State {
-    /// Decodes one packet with its stream's receiver state (made on first sight); returns the
-    /// packet's header with the frame.
-    fn decode(&mut self, data: &[u8]) -> codec::Result<(codec::Header, codec::StreamFrame)> {
+    /// Decodes one packet with its stream's receiver state (made on first sight), unless its
+    /// frame counter says it is late or a duplicate.
+    fn decode(&mut self, data: &[u8]) -> codec::Result<Outcome> {
         let header = codec::bitstream::parse_packet(data)?.header;
         let id = header.stream_id;
         self.packets += 1;
@@ -131,20 +222,76 @@ impl State {
             if let Some(oldest) = self
                 .streams
                 .iter()
-                .min_by_key(|(_, (_, at))| *at)
+                .min_by_key(|(_, e)| e.heard)
                 .map(|(k, _)| *k)
             {
                 self.streams.remove(&oldest);
             }
         }
         let packets = self.packets;
-        let entry = self
-            .streams
-            .entry(id)
-            .or_insert_with(|| (codec::StreamDecoder::with_render(self.render), packets));
-        entry.1 = packets;
+        let entry = self.streams.entry(id).or_insert_with(|| StreamEntry {
+            decoder: codec::StreamDecoder::with_render(self.render),
+            heard: packets,
+            seen: None,
+            checks: VecDeque::new(),
+        });
+        entry.heard = packets;
+        // Stale packets cost nothing: the frame counter and check value (unverified, like the
+        // rest of the header until the payload is decoded) are all that is read.
+        let mut restart = entry.seen.is_none();
+        if let Some(seen) = &mut entry.seen {
+            let a = seen.classify(header.frame);
+            let stale = match a {
+                Arrival::New { .. } => false,
+                Arrival::Late { .. } => true,
+                Arrival::Duplicate => {
+                    let same = entry
+                        .checks
+                        .iter()
+                        .any(|&(f, c)| (f, c) == (header.frame, header.check));
+                    // Another intra packet under a counter already heard: the sender
+                    // restarted (a new start); another inter packet: nothing to use.
+                    restart = !same && header.inter.is_none();
+                    !restart
+                }
+            };
+            if stale {
+                seen.record(header.frame);
+                entry.remember(&header);
+                return Ok(Outcome::Stale(header, a));
+            }
+        }
         let model = self.model.model_for(data)?;
-        Ok((header, entry.0.decode(model, data)?))
+        let frame = entry.decoder.decode(model, data)?;
+        if frame.status == codec::FrameStatus::Concealed
+            && !entry.seen.as_ref().is_some_and(|seen| {
+                matches!(seen.classify(header.frame), Arrival::New { lost } if lost < Seen::WINDOW)
+            })
+        {
+            // A concealed packet is not verified (nothing to decode it against): a corrupt or
+            // forged header could claim any frame counter. Shown (the last picture again) and
+            // counted only when it is one of the next WINDOW frames.
+            return Err(codec::PacketError::NoReference {
+                frame: header.frame,
+                reference: header.inter.map_or(header.frame, |i| i.reference),
+            }
+            .into());
+        }
+        if restart {
+            entry.checks.clear();
+        }
+        entry.remember(&header);
+        let lost = match &mut entry.seen {
+            Some(seen) if !restart => match seen.record(header.frame) {
+                Arrival::New { lost } => lost,
+                _ => 0,
+            },
+            _ => {
+                entry.seen = Some(Seen::new(header.frame));
+                0
+            }
+        };
+        Ok(Outcome::Frame(header, frame, lost))
     }
 }
 
@@ -153,6 +300,7 @@ pub struct UigcDec {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
     stats: Mutex<Stats>,
+    load: Mutex<Load>,
 }
 
 impl UigcDec {
@@ -193,6 +341,171 @@ impl UigcDec {
         let res = gst_video::video_decoder_error!(&*obj, 1, domain, ("{text}"));
         let dropped = obj.drop_frame(frame);
         res.and(dropped)
+    }
+
+    /// Drops a late or duplicated packet (not an error: the link reordered or repeated it).
+    fn drop_stale(
+        &self,
+        frame: gst_video::VideoCodecFrame,
+        header: &codec::Header,
+        arrival: Arrival,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        {
+            let mut stats = lock(&self.stats);
+            match arrival {
+                Arrival::Late { was_lost } => {
+                    stats.late += 1;
+                    if was_lost {
+                        stats.lost = stats.lost.saturating_sub(1);
+                    }
+                }
+                _ => stats.duplicate += 1,
+            }
+        }
+        gst::debug!(
+            CAT,
+            imp = self,
+            "Packet {} (stream {}, counter {}) dropped: {:?}",
+            frame.system_frame_number(),
+            header.stream_id,
+            header.frame,
+            arrival
+        );
+        self.obj().drop_frame(frame)
+    }
+
+    /// Measures the receiver's load after a packet that took `spent` from `start`. With a live
+    /// input, a receiver busy nearly all the time is behind its sender: it says so (a bus
+    /// warning and a QoS message once per episode, upstream a QoS overflow event, the
+    /// `frames-behind` counter) instead of silently lagging.
+    fn update_load(
+        &self,
+        start: Instant,
+        spent: Duration,
+        live: bool,
+        pts: Option<gst::ClockTime>,
+    ) {
+        let (busy, became_behind, recovered, n) = {
+            let mut load = lock(&self.load);
+            let Some(busy) = load.record(start, spent) else {
+                return;
+            };
+            let n = load.window.len();
+            let was = load.behind;
+            if live && busy >= LOAD_BEHIND {
+                load.behind = true;
+            } else if busy < LOAD_RECOVERED {
+                load.behind = false;
+            }
+            (busy, load.behind && !was, was && !load.behind, n)
+        };
+        let behind = lock(&self.load).behind;
+        if behind {
+            let mut stats = lock(&self.stats);
+            stats.behind += 1;
+        }
+        if became_behind {
+            let (decoded, dropped) = {
+                let s = lock(&self.stats);
+                (s.decoded, s.dropped + s.late + s.duplicate)
+            };
+            let per = spent.as_secs_f64() * 1e3;
+            gst::element_imp_warning!(
+                self,
+                gst::CoreError::TooLazy,
+                (
+                    "uigcdec cannot keep up with its input: busy {:.0} % of the time over its \
+                     last {} packets ({per:.0} ms per packet, at most {:.1} packets/s); \
+                     packets queue up, arrive late or are lost (frames-behind, frames-lost). \
+                     Lower the sender's frame rate or size, or give the receiver more CPU",
+                    busy * 100.0,
+                    n,
+                    1e3 / per.max(1e-3)
+                )
+            );
+            let obj = self.obj();
+            let running_time = obj
+                .input_segment()
+                .downcast::<gst::ClockTime>()
+                .ok()
+                .and_then(|seg| seg.to_running_time(pts));
+            let msg = gst::message::Qos::builder(true)
+                .src(&*obj)
+                .running_time(running_time)
+                .timestamp(pts)
+                .values(0, busy / LOAD_RECOVERED, 1_000_000)
+                .stats(
+                    gst::format::Buffers::from_u64(decoded),
+                    gst::format::Buffers::from_u64(dropped),
+                )
+                .build();
+            let _ = obj.post_message(msg);
+            if let Some(ts) = pts {
+                let ev = gst::event::Qos::new(
+                    gst::QOSType::Overflow,
+                    busy / LOAD_RECOVERED,
+                    0,
+                    running_time.unwrap_or(ts),
+                );
+                let _ = obj.sink_pad().push_event(ev);
+            }
+        } else if recovered {
+            gst::info!(CAT, imp = self, "Back in time: busy {:.0} %", busy * 100.0);
+            gst::element_imp_info!(
+                self,
+                gst::CoreError::TooLazy,
+                (
+                    "uigcdec keeps up again: busy {:.0} % of the time",
+                    busy * 100.0
+                )
+            );
+        }
+    }
+
+    /// Posts the counters as an element message `uigcdec-stats` (gst-launch-1.0 -m prints it).
+    fn post_stats(&self) {
+        let st = {
+            let mut s = lock(&self.stats);
+            let mean = if s.interval_packets > 0 {
+                s.interval_time.as_secs_f64() * 1e3 / s.interval_packets as f64
+            } else {
+                0.0
+            };
+            let st = gst::Structure::builder("uigcdec-stats")
+                .field("frames-decoded", s.decoded)
+                .field("frames-dropped", s.dropped)
+                .field("frames-lost", s.lost)
+                .field("frames-late", s.late)
+                .field("frames-duplicate", s.duplicate)
+                .field("frames-concealed", s.concealed)
+                .field("frames-behind", s.behind)
+                .field("busy", lock(&self.load).busy)
+                .field("packets", s.interval_packets)
+                .field("mean-ms", mean)
+                .field("max-ms", s.interval_max.as_secs_f64() * 1e3)
+                .build();
+            s.interval_packets = 0;
+            s.interval_time = Duration::ZERO;
+            s.interval_max = Duration::ZERO;
+            st
+        };
+        let obj = self.obj();
+        let _ = obj.post_message(gst::message::Element::builder(st).src(&*obj).build());
+    }
+
+    /// Accounts one packet's time and posts `uigcdec-stats` every `stats-every` packets.
+    fn account_packet(&self, spent: Duration) {
+        let every = u64::from(lock(&self.settings).stats_every);
+        let due = {
+            let mut s = lock(&self.stats);
+            s.interval_packets += 1;
+            s.interval_time += spent;
+            s.interval_max = s.interval_max.max(spent);
+            every > 0 && s.interval_packets >= every
+        };
+        if due {
+            self.post_stats();
+        }
     }
 
     fn update_latency(&self) {
@@ -330,11 +643,21 @@ impl ObjectImpl for UigcDec {
                     .default_value(DEFAULT_WORK_LIMIT)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("stats-every")
+                    .nick("Stats every")
+                    .blurb(
+                        "Post an element message `uigcdec-stats` (every counter, busy, and the \
+                         mean and longest time per packet since the last message) after every \
+                         this many packets (0: only at end of stream, where it is always posted)",
+                    )
+                    .default_value(0)
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecUInt64::builder("frames-decoded")
                     .nick("Frames decoded")
                     .blurb(
-                        "Packets decoded into frames since the element started (a duplicated \
-                         packet is decoded and counted again)",
+                        "Packets decoded into frames since the element started (late and \
+                         duplicated packets are not decoded: frames-late, frames-duplicate)",
                     )
                     .read_only()
                     .build(),
@@ -343,7 +666,8 @@ impl ObjectImpl for UigcDec {
                     .blurb(
                         "Packets that arrived but were not decoded since the element started: \
                          corrupt, truncated, foreign, too large or from another model. Every \
-                         packet received counts once in frames-decoded or frames-dropped",
+                         packet received counts once in frames-decoded, frames-dropped, \
+                         frames-late or frames-duplicate",
                     )
                     .read_only()
                     .build(),
@@ -364,8 +688,52 @@ impl ObjectImpl for UigcDec {
                          frame counter of each sender (stream id) between decoded packets, less \
                          the packets dropped in between (those arrived: they count in \
                          frames-dropped only, never in both). A loss after the last decoded \
-                         packet is counted when the next one arrives",
+                         packet is counted when the next one arrives; a lost frame that \
+                         arrives late moves to frames-late. Without hostile packets, frames \
+                         sent = frames-decoded + frames-dropped + frames-lost + frames-late \
+                         (+ the losses after the last packet)",
                     )
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("frames-late")
+                    .nick("Frames late")
+                    .blurb(
+                        "Packets that arrived after a newer frame of their stream (reordered \
+                         on the link, within 64 frames): dropped without decoding, too late to \
+                         be shown",
+                    )
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("frames-duplicate")
+                    .nick("Frames duplicate")
+                    .blurb(
+                        "Packets whose frame (stream id and frame counter) already arrived: \
+                         dropped without decoding (a duplicate would otherwise break the \
+                         stream's inter prediction)",
+                    )
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("frames-behind")
+                    .nick("Frames behind")
+                    .blurb(
+                        "Frames decoded while the receiver could not keep up with its live \
+                         input (busy at least 95 % of the time over its last packets, at least \
+                         16 spanning at least 1 s, decoding and pushing downstream): its input \
+                         queues up and arrives late or is lost. Each episode also posts a \
+                         warning and a QoS message on the bus",
+                    )
+                    .read_only()
+                    .build(),
+                glib::ParamSpecDouble::builder("busy")
+                    .nick("Busy")
+                    .blurb(
+                        "Share of the wall time the receiver spent on its last packets (at \
+                         least 16 spanning at least 1 s; decoding and pushing downstream); 0 \
+                         until then",
+                    )
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(0.0)
                     .read_only()
                     .build(),
             ]);
@@ -393,6 +761,7 @@ impl ObjectImpl for UigcDec {
                 settings.render_full_every = value.get().expect("type checked upstream")
             }
             "work-limit" => settings.work_limit = value.get().expect("type checked upstream"),
+            "stats-every" => settings.stats_every = value.get().expect("type checked upstream"),
             other => unreachable!("unknown property {other}"),
         }
         gst::debug!(CAT, imp = self, "Set {} = {:?}", pspec.name(), value);
@@ -410,10 +779,15 @@ impl ObjectImpl for UigcDec {
             "render" => settings.render.to_value(),
             "render-full-every" => settings.render_full_every.to_value(),
             "work-limit" => settings.work_limit.to_value(),
+            "stats-every" => settings.stats_every.to_value(),
             "frames-decoded" => stats.decoded.to_value(),
             "frames-dropped" => stats.dropped.to_value(),
             "frames-lost" => stats.lost.to_value(),
             "frames-concealed" => stats.concealed.to_value(),
+            "frames-late" => stats.late.to_value(),
+            "frames-duplicate" => stats.duplicate.to_value(),
+            "frames-behind" => stats.behind.to_value(),
+            "busy" => lock(&self.load).busy.to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -491,11 +865,11 @@ impl VideoDecoderImpl for UigcDec {
         }
         gst::info!(CAT, imp = self, "Loaded {model_desc}");
         *lock(&self.stats) = Stats::default();
+        *lock(&self.load) = Load::default();
         *lock(&self.state) = Some(State {
             model,
             model_desc,
             input_state: None,
-            losses: LossCounter::default(),
             streams: Default::default(),
             packets: 0,
             dropped_since_decoded: 0,
@@ -505,6 +879,7 @@ impl VideoDecoderImpl for UigcDec {
                 full_every: settings.render_full_every,
                 ..Default::default()
             },
+            live: None,
         });
         Ok(())
     }
@@ -529,9 +904,45 @@ impl VideoDecoderImpl for UigcDec {
 
     fn handle_frame(
         &self,
-        mut frame: gst_video::VideoCodecFrame,
+        frame: gst_video::VideoCodecFrame,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let t0 = Instant::now();
+        let pts = frame.pts();
+        let live = self.upstream_live();
+        let res = self.handle_packet(frame, t0);
+        let spent = t0.elapsed();
+        self.update_load(t0, spent, live, pts);
+        self.account_packet(spent);
+        res
+    }
+
+    fn sink_event(&self, event: gst::Event) -> bool {
+        if let gst::EventView::Eos(_) = event.view() {
+            self.post_stats();
+        }
+        self.parent_sink_event(event)
+    }
+}
+
+impl UigcDec {
+    /// Whether upstream is live (asked once).
+    fn upstream_live(&self) -> bool {
+        if let Some(live) = lock(&self.state).as_ref().and_then(|s| s.live) {
+            return live;
+        }
+        let mut q = gst::query::Latency::new();
+        let live = self.obj().sink_pad().peer_query(&mut q) && q.result().0;
+        if let Some(s) = lock(&self.state).as_mut() {
+            s.live = Some(live);
+        }
+        live
+    }
+
+    fn handle_packet(
+        &self,
+        mut frame: gst_video::VideoCodecFrame,
+        t0: Instant,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let mut guard = lock(&self.state);
         let state = guard.as_mut().ok_or(gst::FlowError::NotNegotiated)?;
         let decoded = {
@@ -542,8 +953,12 @@ impl VideoDecoderImpl for UigcDec {
             })?;
             state.decode(map.as_slice())
         };
-        let (header, decoded) = match decoded {
-            Ok(d) => d,
+        let (header, decoded, lost) = match decoded {
+            Ok(Outcome::Frame(h, d, lost)) => (h, d, lost),
+            Ok(Outcome::Stale(h, arrival)) => {
+                drop(guard);
+                return self.drop_stale(frame, &h, arrival);
+            }
             Err(e) => {
                 state.dropped_since_decoded += 1;
                 let desc = state.model_desc.clone();
@@ -551,12 +966,9 @@ impl VideoDecoderImpl for UigcDec {
                 return self.reject(frame, &e, &desc);
             }
         };
-        let mut lost = state.losses.record(header.stream_id, header.frame);
-        if lost > 0 {
-            // A dropped packet's own frame counter cannot be trusted, but it did arrive: the
-            // packets dropped since the last decoded one are taken to be frames of this gap.
-            lost -= lost.min(state.dropped_since_decoded as i64);
-        }
+        // A dropped packet's own frame counter cannot be trusted, but it did arrive: the
+        // packets dropped since the last decoded one are taken to be frames of this gap.
+        let lost = u64::from(lost).saturating_sub(state.dropped_since_decoded);
         state.dropped_since_decoded = 0;
         let input_state = state.input_state.clone();
         drop(guard);
@@ -586,7 +998,7 @@ impl VideoDecoderImpl for UigcDec {
             let mut stats = lock(&self.stats);
             stats.decoded += 1;
             stats.total_time += t0.elapsed();
-            stats.lost = stats.lost.saturating_add_signed(lost);
+            stats.lost += lost;
             if decoded.status != codec::FrameStatus::Exact {
                 stats.concealed += 1;
             }
