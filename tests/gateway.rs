@@ -391,14 +391,15 @@ fn hostile_traffic_is_counted_and_refused_within_the_caps() {
         s.send_to(&junk, gw.udp).unwrap();
     }
     // A packet of a model the gateway does not serve.
-    let mut foreign = good.clone();
-    foreign[2] ^= 0xff;
+    let mut parsed = gstuigc::codec::bitstream::parse_packet(&good).unwrap();
+    let payload = parsed.payload.to_vec();
+    parsed.header.model_id.0[0] ^= 0xff;
+    let foreign = gstuigc::codec::bitstream::write_packet(&parsed.header, &payload);
     s.send_to(&foreign, gw.udp).unwrap();
     // One stream above its rate: 2000 B/s with a 4000-byte bucket.
     let n_big = (4000 / good.len() + 20) as u64;
     for _ in 0..n_big {
         s.send_to(&good, gw.udp).unwrap();
-        std::thread::sleep(Duration::from_micros(200));
     }
     // A flood of new stream ids (valid headers): with stream 1, only --max-streams get an
     // archive.
