@@ -186,12 +186,7 @@ fn stream_decoder_renders_tiles_with_the_same_tokens_as_full_decodes() {
             tiled.reference(),
             "frame {t}: same tokens"
         );
-        assert_eq!(
-            a.rendered == Rendered::Full,
-            true,
-            "frame {t}: {:?}",
-            a.rendered
-        );
+        assert_eq!(a.rendered, Rendered::Full, "frame {t}");
         if matches!(b.rendered, Rendered::Tiles { .. }) {
             n_tiled += 1;
         }
