@@ -311,7 +311,7 @@ def codebook_size(bundle_dir: str) -> int:
     return int(read_manifest(bundle_dir)["codebook_size"])
 
 
-def check_tile_graph(bundle_dir: str, seed: int = 0) -> dict:
+def check_tile_graph(bundle_dir: str, seed: int = 0, k: int | None = None) -> dict:
     """onnxruntime: the tile graph with stats_weight 0 against tokenizer_decoder.onnx, and a tile with the
     full frame's statistics against the full decode (interior of a 6-token halo)."""
     import onnxruntime as ort
@@ -321,14 +321,23 @@ def check_tile_graph(bundle_dir: str, seed: int = 0) -> dict:
     tile = ort.InferenceSession(os.path.join(bundle_dir, TILE_FILE), so, providers=["CPUExecutionProvider"])
     s_len = tile.get_inputs()[1].shape[0]
     rng = np.random.default_rng(seed)
-    k = codebook_size(bundle_dir)
+    k = k or codebook_size(bundle_dir)
     idx = rng.integers(0, k, (1, 12, 16), dtype=np.int64)
     a = dec.run(["image"], {"indices": idx})[0]
     b, st = tile.run(["image", "stats"], {"indices": idx, "stats_in": np.zeros(s_len, np.float32),
                                           "stats_weight": np.zeros(1, np.float32)})
     c = tile.run(["image"], {"indices": idx, "stats_in": st, "stats_weight": np.ones(1, np.float32)})[0]
+    # a tile (cols 1..15) with the full picture's statistics vs with its own: its centre (rows 4..8,
+    # cols 5..11, 4-token halo) must be much closer to the full decode with the given ones
+    sub = np.ascontiguousarray(idx[:, :, 1:15])
+    tg = tile.run(["image"], {"indices": sub, "stats_in": st, "stats_weight": np.ones(1, np.float32)})[0]
+    to = tile.run(["image"], {"indices": sub, "stats_in": st, "stats_weight": np.zeros(1, np.float32)})[0]
+    ref = a[:, :, 64:128, 80:176]
+    cen = lambda t: t[:, :, 64:128, 64:160]
     return {"stats_len": int(s_len), "own_stats_vs_decoder_max_abs": float(np.abs(a - b).max()),
-            "given_stats_vs_decoder_max_abs": float(np.abs(a - c).max())}
+            "given_stats_vs_decoder_max_abs": float(np.abs(a - c).max()),
+            "tile_given_stats_mean_abs": float(np.abs(cen(tg) - ref).mean()),
+            "tile_own_stats_mean_abs": float(np.abs(cen(to) - ref).mean())}
 
 
 if __name__ == "__main__":
