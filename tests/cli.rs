@@ -637,3 +637,55 @@ fn receiver_limits_hold_on_both_ends() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `stream-decode --render`: each packet's JSON line says how its picture was made; `tiles` with
+/// a model that has no tile graph is an error naming the model, a mode that does not exist a
+/// usage error.
+#[test]
+fn stream_decode_render_modes() {
+    let (dir, input, _, _) = scratch("render");
+    let model = tiny_model_dir();
+    let frames = dir.join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    let img = image::open(&input).unwrap();
+    for i in 0..2 {
+        img.save(frames.join(format!("f{i}.png"))).unwrap();
+    }
+    let stream = dir.join("s.uigcs");
+    let (ok, _, err) = run(uigc()
+        .arg("stream-encode")
+        .arg(&frames)
+        .arg("-o")
+        .arg(&stream)
+        .arg("--model")
+        .arg(&model));
+    assert!(ok, "{err}");
+    let decode = |mode: &str| {
+        let mut c = uigc();
+        c.arg("stream-decode")
+            .arg(&stream)
+            .arg("-o")
+            .arg(dir.join(format!("dec-{mode}")))
+            .arg("--model")
+            .arg(&model)
+            .args(["--render", mode]);
+        c
+    };
+    let (ok, out, err) = run(&mut decode("full"));
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].contains("\"render\": \"full\""), "{out}");
+    // The same frame again: no token changed, the last picture is reused.
+    assert!(lines[1].contains("\"render\": \"reused\""), "{out}");
+    assert!(
+        err.contains("render full: 1 full decodes, 0 tiled frames"),
+        "{err}"
+    );
+    let line = error_line(&mut decode("tiles"));
+    assert!(
+        line.contains("--render tiles: model") && line.contains("has no tile graph"),
+        "{line}"
+    );
+    assert!(usage_error(&mut decode("tile")).contains("[possible values: auto, full, tiles]"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -82,3 +82,22 @@ def test_make_test_models_is_deterministic(tmp_path):
         for f in ("tokenizer_encoder.onnx", "tokenizer_decoder.onnx", "prior.bin", "manifest.toml",
                   "golden/indices.i64le"):
             assert sha256_file(os.path.join(tmp_path, name, f)) == sha256_file(os.path.join(ref, f)), (name, f)
+
+
+TILE_BUNDLES = [b for b in BUNDLES if "tokenizer_decoder_tile" in read_manifest(b)]
+
+
+@pytest.mark.parametrize("bundle", TILE_BUNDLES, ids=[os.path.basename(b) for b in TILE_BUNDLES])
+def test_tile_graph(bundle):
+    """The optional tile graph (docs/bundle.md "Tile graph"): its I/O, and with its own statistics or
+    with those it output, the decoder's image to float precision."""
+    from uigc_models.tiled import check_tile_graph
+    m = read_manifest(bundle)
+    s = ort.InferenceSession(os.path.join(bundle, m["tokenizer_decoder_tile"]["path"]),
+                             providers=["CPUExecutionProvider"])
+    assert [i.name for i in s.get_inputs()] == ["indices", "stats_in", "stats_weight"]
+    assert [o.name for o in s.get_outputs()] == ["image", "stats"]
+    r = check_tile_graph(bundle)
+    assert r["own_stats_vs_decoder_max_abs"] < 1e-4 and r["given_stats_vs_decoder_max_abs"] < 1e-4, r
+    assert r["tile_given_stats_mean_abs"] < 0.5 * r["tile_own_stats_mean_abs"], r
+

@@ -234,7 +234,7 @@ def main(argv=None) -> int:
     export_tile_graph(tok, out)
     enc_sess, dec_sess = ort_sessions(out, args.threads)
     rep = verify(tok, enc_sess, dec_sess, args.data_root, log)
-    rep["tile_graph"] = check_tile_graph(out)
+    rep["tile_graph"] = check_tile_graph(out, k=k)
     log.info(f"tile graph {TILE_FILE}: {rep['tile_graph']}")
     if not (rep["all_indices_identical"] and rep["all_shapes_ok"]):
         log.error("onnxruntime disagrees with torch (see export_report.json)")

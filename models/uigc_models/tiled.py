@@ -17,6 +17,7 @@ decodes tiles (changed tokens + a margin + a halo) with `stats_weight = 1` and t
 
     python -m uigc_models.tiled export --ckpt X.pt --bundle ../models/uigc-small
     python -m uigc_models.tiled measure --ckpt X.pt --frames /tmp/vtest --out report.json
+    python -m uigc_models.tiled compare --full DIR_FULL --tiled DIR_TILES --ref /tmp/vtest --lpips-every 10 --out c.json
 """
 from __future__ import annotations
 
@@ -234,6 +235,39 @@ def measure(tok: Tokenizer, frames_dir: str, enc_path: str, log=print) -> dict:
     return rep
 
 
+def compare(full_dir: str, tiled_dir: str, ref_dir: str | None, lpips_every: int, log=print) -> dict:
+    """Frames decoded with tiles against the same packets decoded whole: mean / max abs diff per frame,
+    and (every `lpips_every`-th frame, against the source frames in `ref_dir`) LPIPS-alex of both."""
+    import glob
+    from .data import load_rgb
+    files = sorted(glob.glob(os.path.join(full_dir, "frame_*.png")))
+    rows = []
+    scorer = None
+    if ref_dir and lpips_every:
+        from .lpips import LPIPS
+        scorer = LPIPS("alex").eval()
+    t = lambda a: torch.from_numpy(a.astype(np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
+    for i, f in enumerate(files):
+        a = load_rgb(f)
+        b = load_rgb(os.path.join(tiled_dir, os.path.basename(f)))
+        m, x = _diff(a, b)
+        r = {"frame": i, "mean_abs": m, "max_abs": x}
+        if scorer is not None and i % lpips_every == 0:
+            ref = load_rgb(os.path.join(ref_dir, f"f_{i:05d}.png"))
+            with torch.no_grad():
+                r["lpips_full"] = float(scorer(t(ref), t(a))[0])
+                r["lpips_tiled"] = float(scorer(t(ref), t(b))[0])
+                r["lpips_full_vs_tiled"] = float(scorer(t(a), t(b))[0])
+        rows.append(r)
+    mean = lambda k: float(np.mean([r[k] for r in rows if k in r])) if any(k in r for r in rows) else None
+    out = {"frames": len(rows), "mean_abs": mean("mean_abs"), "max_abs": int(max(r["max_abs"] for r in rows)),
+           "mean_of_max_abs": mean("max_abs"), "frames_identical": int(sum(r["max_abs"] == 0 for r in rows)),
+           "lpips_frames": sum("lpips_full" in r for r in rows), "lpips_full": mean("lpips_full"),
+           "lpips_tiled": mean("lpips_tiled"), "lpips_full_vs_tiled": mean("lpips_full_vs_tiled"), "per_frame": rows}
+    log({k: v for k, v in out.items() if k != "per_frame"})
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -245,9 +279,20 @@ def main(argv=None) -> int:
     m.add_argument("--frames", default="/tmp/vtest")
     m.add_argument("--bundle", required=True)
     m.add_argument("--out", required=True)
+    c = sub.add_parser("compare", help="frames decoded with tiles vs the same stream decoded whole")
+    c.add_argument("--full", required=True, help="stream-decode --render full output folder")
+    c.add_argument("--tiled", required=True, help="stream-decode --render tiles output folder")
+    c.add_argument("--ref", default=None, help="source frames f_%%05d.png (for LPIPS)")
+    c.add_argument("--lpips-every", type=int, default=0)
+    c.add_argument("--out", required=True)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.cmd == "compare":
+        rep = compare(args.full, args.tiled, args.ref, args.lpips_every)
+        with open(args.out, "w") as f:
+            json.dump(rep, f, indent=1)
+        return 0
     tok, _ = load_tokenizer(args.ckpt)
     if args.cmd == "export":
         p = export_tile_graph(tok, args.bundle)
@@ -266,7 +311,7 @@ def codebook_size(bundle_dir: str) -> int:
     return int(read_manifest(bundle_dir)["codebook_size"])
 
 
-def check_tile_graph(bundle_dir: str, seed: int = 0) -> dict:
+def check_tile_graph(bundle_dir: str, seed: int = 0, k: int | None = None) -> dict:
     """onnxruntime: the tile graph with stats_weight 0 against tokenizer_decoder.onnx, and a tile with the
     full frame's statistics against the full decode (interior of a 6-token halo)."""
     import onnxruntime as ort
@@ -276,14 +321,23 @@ def check_tile_graph(bundle_dir: str, seed: int = 0) -> dict:
     tile = ort.InferenceSession(os.path.join(bundle_dir, TILE_FILE), so, providers=["CPUExecutionProvider"])
     s_len = tile.get_inputs()[1].shape[0]
     rng = np.random.default_rng(seed)
-    k = codebook_size(bundle_dir)
+    k = k or codebook_size(bundle_dir)
     idx = rng.integers(0, k, (1, 12, 16), dtype=np.int64)
     a = dec.run(["image"], {"indices": idx})[0]
     b, st = tile.run(["image", "stats"], {"indices": idx, "stats_in": np.zeros(s_len, np.float32),
                                           "stats_weight": np.zeros(1, np.float32)})
     c = tile.run(["image"], {"indices": idx, "stats_in": st, "stats_weight": np.ones(1, np.float32)})[0]
+    # a tile (cols 1..15) with the full picture's statistics vs with its own: its centre (rows 4..8,
+    # cols 5..11, 4-token halo) must be much closer to the full decode with the given ones
+    sub = np.ascontiguousarray(idx[:, :, 1:15])
+    tg = tile.run(["image"], {"indices": sub, "stats_in": st, "stats_weight": np.ones(1, np.float32)})[0]
+    to = tile.run(["image"], {"indices": sub, "stats_in": st, "stats_weight": np.zeros(1, np.float32)})[0]
+    ref = a[:, :, 64:128, 80:176]
+    cen = lambda t: t[:, :, 64:128, 64:160]
     return {"stats_len": int(s_len), "own_stats_vs_decoder_max_abs": float(np.abs(a - b).max()),
-            "given_stats_vs_decoder_max_abs": float(np.abs(a - c).max())}
+            "given_stats_vs_decoder_max_abs": float(np.abs(a - c).max()),
+            "tile_given_stats_mean_abs": float(np.abs(cen(tg) - ref).mean()),
+            "tile_own_stats_mean_abs": float(np.abs(cen(to) - ref).mean())}
 
 
 if __name__ == "__main__":

@@ -828,7 +828,8 @@ fn read_stream(path: &Path) -> Result<Vec<Vec<u8>>, String> {
 struct RenderArgs {
     /// Decode only the tiles around changed tokens over the last picture (`tiles`), every
     /// picture whole (`full`), or tiles when the model has a tile graph (`auto`)
-    #[arg(long, value_name = "MODE", default_value = "auto")]
+    #[arg(long, value_name = "MODE", default_value = "auto",
+          value_parser = ["auto", "full", "tiles"])]
     render: String,
     /// A full decode after this many tiled frames (0: only keyframes and large changes)
     #[arg(long, value_name = "N", default_value_t = codec::render::DEFAULT_FULL_EVERY)]
@@ -906,12 +907,23 @@ fn stream_decode(
                         }
                     };
                     let ms = (f.timings.network + f.timings.coding).as_secs_f64() * 1e3;
-                    render = match f.rendered {
-                        codec::Rendered::Tiles { tiles, tokens } => format!(
-                            ", \"render\": \"tiles\", \"tiles\": {tiles}, \"tile_tokens\": {tokens}"
-                        ),
-                        r => format!(", \"render\": {:?}", r.as_str()),
-                    };
+                    render = format!(
+                        ", \"network_ms\": {:.1}, \"render\": {:?}",
+                        f.timings.network.as_secs_f64() * 1e3,
+                        f.rendered.as_str()
+                    );
+                    if let codec::Rendered::Tiles { tiles, .. } = f.rendered {
+                        render += &format!(", \"tiles\": {tiles}");
+                    }
+                    if let Some(p) = dec
+                        .render_plan()
+                        .filter(|_| f.rendered != codec::Rendered::Reused)
+                    {
+                        render += &format!(
+                            ", \"changed_tokens\": {}, \"tile_tokens\": {}",
+                            p.changed, p.tile_tokens
+                        );
+                    }
                     (status, Some(f.image), ms)
                 }
                 Err(e) => (format!("dropped: {e}"), last.clone(), 0.0),

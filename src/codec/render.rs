@@ -55,13 +55,13 @@ impl fmt::Display for RenderMode {
 }
 
 /// Default margin: tokens around a changed token that are repainted.
-pub const DEFAULT_MARGIN: usize = 3;
+pub const DEFAULT_MARGIN: usize = 1;
 /// Default halo: tokens of context decoded around a repainted rectangle and thrown away.
-pub const DEFAULT_HALO: usize = 4;
+pub const DEFAULT_HALO: usize = 2;
 /// Default: a full decode after this many tiled frames.
 pub const DEFAULT_FULL_EVERY: u32 = 50;
 /// Default: a full decode when the tiles (halo included) cover more than this share of the grid.
-pub const DEFAULT_MAX_SHARE: f32 = 0.5;
+pub const DEFAULT_MAX_SHARE: f32 = 0.7;
 
 /// When and how the receiver renders tiles.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -272,6 +272,16 @@ pub struct Renderer {
     policy: RenderPolicy,
     last: Option<Last>,
     stats: RenderStats,
+    plan: Option<Plan>,
+}
+
+/// What the last render found: tokens changed against the last grid and the tokens its tiles
+/// (halos included) would decode, also when it decoded the whole picture instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub changed: usize,
+    pub tile_tokens: usize,
+    pub grid_tokens: usize,
 }
 
 impl Renderer {
@@ -280,7 +290,13 @@ impl Renderer {
             policy,
             last: None,
             stats: RenderStats::default(),
+            plan: None,
         }
+    }
+
+    /// The tile plan of the last render (None when it had no last grid to compare with).
+    pub fn last_plan(&self) -> Option<Plan> {
+        self.plan
     }
 
     pub fn policy(&self) -> &RenderPolicy {
@@ -318,6 +334,7 @@ impl Renderer {
                 ))
             }
         };
+        self.plan = None;
         if let Some(last) = self.last.as_mut().filter(|l| {
             !full
                 && tiles_ok
@@ -342,6 +359,11 @@ impl Renderer {
                 .iter()
                 .map(|r| r.grow(p.halo, rows, cols).area())
                 .sum();
+            self.plan = Some(Plan {
+                changed: changed.iter().filter(|&&c| c).count(),
+                tile_tokens: tokens,
+                grid_tokens: rows * cols,
+            });
             let due = p.full_every > 0 && last.since_full >= p.full_every;
             if !due && (tokens as f64) <= p.max_share as f64 * (rows * cols) as f64 {
                 let stats = last.stats.as_deref().expect("checked above");

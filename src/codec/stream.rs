@@ -602,6 +602,11 @@ impl StreamDecoder {
         self.renderer.stats()
     }
 
+    /// The renderer's tile plan for the last picture it rendered.
+    pub fn render_plan(&self) -> Option<super::render::Plan> {
+        self.renderer.last_plan()
+    }
+
     pub fn stats(&self) -> StreamStats {
         self.stats
     }
