@@ -4,6 +4,8 @@
 #![allow(unused_doc_comments)]
 
 pub mod codec;
+#[cfg(feature = "gateway")]
+pub mod gateway;
 
 /**
  * plugin-uigc:

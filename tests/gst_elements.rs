@@ -992,3 +992,84 @@ fn decoder_conceals_loss_and_reordering_then_is_exact_after_a_refresh() {
     }
     assert_eq!(last, want);
 }
+
+/// `render` reaches each stream's receiver: with the shipped model (it has a tile graph) the
+/// element's pictures are those of the core receiver with the same mode, and `tiles` and `full`
+/// differ; `tiles` with a model without a tile graph fails at start.
+#[test]
+fn render_property_chooses_tiles_or_full_decodes() {
+    init();
+    let d = decoder(&tiny());
+    let nick = |e: &gst::Element| {
+        let v = e.property_value("render");
+        gst::glib::EnumValue::from_value(&v)
+            .unwrap()
+            .1
+            .nick()
+            .to_string()
+    };
+    assert_eq!(nick(&d), "auto");
+    d.set_property_from_str("render", "full");
+    assert_eq!(nick(&d), "full");
+    assert_eq!(
+        d.property::<u32>("render-full-every"),
+        codec::render::DEFAULT_FULL_EVERY
+    );
+    d.set_property_from_str("render", "tiles");
+    let err = start_error(&d);
+    assert!(
+        err.contains("render=tiles") && err.contains("has no tile graph"),
+        "{err}"
+    );
+
+    let Some(shipped) = common::shipped_model_dir() else {
+        panic!("the shipped model models/uigc-small is in the tree")
+    };
+    let mut model = common::load(&shipped);
+    let mut enc = codec::StreamEncoder::new(codec::StreamConfig::default()).unwrap();
+    let base = common::synthetic(256, 192, 1);
+    let packets: Vec<Vec<u8>> = (0..3u32)
+        .map(|t| {
+            let mut img = base.clone();
+            for y in 80..112usize {
+                let x0 = 40 + 16 * t as usize;
+                img.data[(y * 256 + x0) * 3..(y * 256 + x0 + 32) * 3].fill(230);
+            }
+            enc.encode(&mut model, &img).unwrap().packet.bytes
+        })
+        .collect();
+    let mut shown = Vec::new();
+    for mode in ["full", "tiles"] {
+        let e = decoder(&shipped.display().to_string());
+        e.set_property_from_str("render", mode);
+        let mut h = Harness::with_element(&e, Some("sink"), Some("src"));
+        h.set_src_caps_str("video/x-uigc");
+        let mut last = Vec::new();
+        for (i, p) in packets.iter().enumerate() {
+            h.push(packet_buffer(p, i as u64)).unwrap();
+            last = h.pull().unwrap().map_readable().unwrap().to_vec();
+        }
+        let mut dec = codec::StreamDecoder::with_render(codec::RenderPolicy {
+            mode: mode.parse().unwrap(),
+            ..Default::default()
+        });
+        let mut core = None;
+        for p in &packets {
+            core = Some(dec.decode(&mut model, p).unwrap());
+        }
+        let core = core.unwrap();
+        assert_eq!(
+            core.rendered.as_str(),
+            if mode == "full" { "full" } else { "tiles" }
+        );
+        assert_eq!(
+            last, core.image.data,
+            "render={mode}: element vs core receiver"
+        );
+        shown.push(last);
+    }
+    assert_ne!(
+        shown[0], shown[1],
+        "tiles and full decodes gave the same pixels"
+    );
+}

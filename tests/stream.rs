@@ -477,3 +477,45 @@ fn golden_inter_packet() {
     let d = c.decode_inter(&golden, &reference, false).unwrap();
     assert_eq!(d.reference, state);
 }
+
+/// A receiver that is behind applies packets without their pictures (`advance`) and stays
+/// exact: its state follows the sender's, and the picture it renders at the end is the one a
+/// receiver that rendered every frame shows (both render whole pictures here), also when the
+/// next packet changes nothing.
+#[test]
+fn advance_skips_pictures_and_stays_exact() {
+    let mut m = model();
+    let mut enc = StreamEncoder::new(StreamConfig {
+        refresh_frames: 4,
+        keyframe_interval: 6,
+        ..Default::default()
+    })
+    .unwrap();
+    let full = || {
+        StreamDecoder::with_render(codec::render::RenderPolicy {
+            mode: codec::RenderMode::Full,
+            ..Default::default()
+        })
+    };
+    let (mut every, mut behind) = (full(), full());
+    // Frames 7 and 8 repeat frame 6: no change, the picture must still be frame 6's.
+    for t in 0..9 {
+        let p = enc.encode(&mut m, &scene(160, 128, t.min(6))).unwrap();
+        let a = every.decode(&mut m, &p.packet.bytes).unwrap();
+        // Frame 0 rendered, frames 1..=6 (a keyframe at 6 among them) applied without pictures,
+        // then rendered again.
+        if (1..7).contains(&t) {
+            let status = behind.advance(&mut m, &p.packet.bytes).unwrap();
+            assert_eq!(status, FrameStatus::Exact, "frame {t}");
+        } else {
+            let b = behind.decode(&mut m, &p.packet.bytes).unwrap();
+            assert_eq!(b.status, FrameStatus::Exact, "frame {t}");
+            assert!(
+                a.image == b.image,
+                "frame {t}: the picture after skipped ones differs"
+            );
+        }
+        assert_eq!(behind.reference(), enc.reference(), "frame {t}");
+    }
+    assert_eq!(behind.stats().exact, 9);
+}

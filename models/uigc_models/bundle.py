@@ -38,7 +38,8 @@ def _fmt_float_list(v) -> str:
 
 def write_manifest(bundle_dir: str, name: str, version: str, k: int, levels: int = 3,
                    mean=MEAN, std=STD, enc="tokenizer_encoder.onnx", dec="tokenizer_decoder.onnx",
-                   prior="prior.bin", prior_kind="unigram") -> str:
+                   prior="prior.bin", prior_kind="unigram", tile: str | None = None) -> str:
+    """`tile`: the optional tile graph (tokenizer_decoder_tile.onnx, docs/bundle.md), not part of the model id."""
     text = (
         'format = "uigc-bundle"\n'
         "format_version = 1\n"
@@ -58,7 +59,10 @@ def write_manifest(bundle_dir: str, name: str, version: str, k: int, levels: int
         "\n[tokenizer_decoder]\n"
         f'path = "{dec}"\n'
         f'sha256 = "{sha256_file(os.path.join(bundle_dir, dec))}"\n'
-        "\n[prior]\n"
+        + (("\n[tokenizer_decoder_tile]\n"
+            f'path = "{tile}"\n'
+            f'sha256 = "{sha256_file(os.path.join(bundle_dir, tile))}"\n') if tile else "")
+        + "\n[prior]\n"
         f'kind = "{prior_kind}"\n'
         f'path = "{prior}"\n'
         f'sha256 = "{sha256_file(os.path.join(bundle_dir, prior))}"\n'
@@ -163,7 +167,9 @@ def read_manifest(bundle_dir: str) -> dict:
 
 def verify_bundle_hashes(bundle_dir: str) -> dict:
     m = read_manifest(bundle_dir)
-    for sec in ("tokenizer_encoder", "tokenizer_decoder", "prior"):
+    for sec in ("tokenizer_encoder", "tokenizer_decoder", "tokenizer_decoder_tile", "prior"):
+        if sec not in m:  # the tile graph is optional
+            continue
         p = os.path.join(bundle_dir, m[sec]["path"])
         h = sha256_file(p)
         if h != m[sec]["sha256"]:

@@ -3,7 +3,8 @@
     python -m uigc_models.export --ckpt tok-k256-a --out ../models/uigc-small --name uigc-small
 
 --ckpt is a checkpoint file or a run name (-> ~/.cache/uigc/runs/<run>/last.pt). Writes
-tokenizer_encoder.onnx / tokenizer_decoder.onnx (opset 17, dynamic H, W), prior.bin (unigram
+tokenizer_encoder.onnx / tokenizer_decoder.onnx (opset 17, dynamic H, W), the optional tile graph
+tokenizer_decoder_tile.onnx (tiled rendering, uigc_models/tiled.py), prior.bin (unigram
 token frequencies counted on the TRAIN set, +1 smoothing), manifest.toml (sha256 of every file),
 golden/ vectors, and export_report.json; then checks onnxruntime against torch (identical indices
 on training photos and on random images of 32x48 and 512x768).
@@ -199,7 +200,8 @@ def write_unigram_prior(out_dir: str, counts: np.ndarray) -> dict:
 
 def bundle_files_report(out_dir: str) -> dict:
     return {f: {"bytes": os.path.getsize(os.path.join(out_dir, f)), "sha256": sha256_file(os.path.join(out_dir, f))}
-            for f in ("tokenizer_encoder.onnx", "tokenizer_decoder.onnx", "prior.bin", "manifest.toml")}
+            for f in ("tokenizer_encoder.onnx", "tokenizer_decoder.onnx", "tokenizer_decoder_tile.onnx", "prior.bin",
+                      "manifest.toml") if os.path.exists(os.path.join(out_dir, f))}
 
 
 def main(argv=None) -> int:
@@ -228,13 +230,17 @@ def main(argv=None) -> int:
              f"-> {out}")
     t0 = time.time()
     export_onnx(tok, out)
+    from .tiled import TILE_FILE, check_tile_graph, export_tile_graph
+    export_tile_graph(tok, out)
     enc_sess, dec_sess = ort_sessions(out, args.threads)
     rep = verify(tok, enc_sess, dec_sess, args.data_root, log)
+    rep["tile_graph"] = check_tile_graph(out)
+    log.info(f"tile graph {TILE_FILE}: {rep['tile_graph']}")
     if not (rep["all_indices_identical"] and rep["all_shapes_ok"]):
         log.error("onnxruntime disagrees with torch (see export_report.json)")
     counts, n_imgs = count_train_tokens(enc_sess, k, args.data_root, log, args.prior_limit)
     rep.update(write_unigram_prior(out, counts))
-    write_manifest(out, name=name, version=args.version, k=k, levels=args.levels)
+    write_manifest(out, name=name, version=args.version, k=k, levels=args.levels, tile=TILE_FILE)
     rep.update({
         "ckpt": ckpt, "step": ck.get("step"), "train_minutes": ck.get("train_seconds", 0) / 60,
         "hparams": ck["hparams"], "k": k,

@@ -5,6 +5,10 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
+
+#[cfg(feature = "gateway")]
+#[path = "uigc/gateway.rs"]
+mod gateway_cmd;
 use gstuigc::codec::{
     self, bitstream, default_model_dir, Colour, Density, ExecutionProvider, FrameParams,
     KeepPolicy, Model, ModelSet, RegenMode, RgbImage, RuntimeOptions,
@@ -256,12 +260,29 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
         #[command(flatten)]
+        render: RenderArgs,
+        #[command(flatten)]
         model: ModelArgs,
     },
     /// Print a packet's header fields, size and bits per pixel (no model needed)
     Info {
         /// Input packet file
         input: PathBuf,
+    },
+    /// Ground station: receive many devices' packets on one UDP (and TCP) port, archive every
+    /// packet, decode the streams, serve a live page, frames and metrics over HTTP
+    #[cfg(feature = "gateway")]
+    Gateway(gateway_cmd::GatewayArgs),
+    /// Decode a stream of a gateway archive into PNG frames or a y4m video, or export its
+    /// packets (.uigcs)
+    #[cfg(feature = "gateway")]
+    Replay(gateway_cmd::ReplayArgs),
+    /// Verify a gateway archive: records, checksums, torn tails; per stream a JSON line with
+    /// the count and the SHA-256 of its packets (that of the equivalent .uigcs file)
+    #[cfg(feature = "gateway")]
+    ArchiveCheck {
+        /// Archive root
+        archive: PathBuf,
     },
 }
 
@@ -513,8 +534,15 @@ fn run(cli: Cli) -> Result<(), String> {
             output,
             loss,
             seed,
+            render,
             model,
-        } => stream_decode(&input, &output, loss, seed, &model)?,
+        } => stream_decode(&input, &output, loss, seed, &render, &model)?,
+        #[cfg(feature = "gateway")]
+        Command::Gateway(a) => gateway_cmd::gateway(a)?,
+        #[cfg(feature = "gateway")]
+        Command::Replay(a) => gateway_cmd::replay(a)?,
+        #[cfg(feature = "gateway")]
+        Command::ArchiveCheck { archive } => gateway_cmd::archive_check(&archive)?,
         Command::Info { input } => {
             let bytes = std::fs::read(&input).map_err(|e| format!("{}: {e}", input.display()))?;
             let p =
@@ -795,11 +823,51 @@ fn read_stream(path: &Path) -> Result<Vec<Vec<u8>>, String> {
     Ok(packets)
 }
 
+/// How the receiver renders pictures (docs/video.md "Receiver: rendering only what changed").
+#[derive(clap::Args, Debug, Clone)]
+struct RenderArgs {
+    /// Decode only the tiles around changed tokens over the last picture (`tiles`), every
+    /// picture whole (`full`), or tiles when the model has a tile graph (`auto`)
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    render: String,
+    /// A full decode after this many tiled frames (0: only keyframes and large changes)
+    #[arg(long, value_name = "N", default_value_t = codec::render::DEFAULT_FULL_EVERY)]
+    render_full_every: u32,
+    /// A full decode when the tiles would cover more than this share of the picture
+    #[arg(long, value_name = "F", default_value_t = codec::render::DEFAULT_MAX_SHARE)]
+    render_max_share: f32,
+    /// Tokens repainted around each changed token
+    #[arg(long, value_name = "T", default_value_t = codec::render::DEFAULT_MARGIN)]
+    render_margin: usize,
+    /// Tokens of context decoded around each repainted rectangle
+    #[arg(long, value_name = "T", default_value_t = codec::render::DEFAULT_HALO)]
+    render_halo: usize,
+}
+
+impl RenderArgs {
+    fn policy(&self) -> Result<codec::RenderPolicy, String> {
+        if !(self.render_max_share >= 0.0 && self.render_max_share <= 1.0) {
+            return Err(format!(
+                "--render-max-share {}: expected a share in 0..=1",
+                self.render_max_share
+            ));
+        }
+        Ok(codec::RenderPolicy {
+            mode: self.render.parse().map_err(|e| format!("--render: {e}"))?,
+            margin: self.render_margin,
+            halo: self.render_halo,
+            full_every: self.render_full_every,
+            max_share: self.render_max_share,
+        })
+    }
+}
+
 fn stream_decode(
     input: &Path,
     output: &Path,
     loss: f64,
     seed: u64,
+    rargs: &RenderArgs,
     margs: &ModelArgs,
 ) -> Result<(), String> {
     if !(0.0..=1.0).contains(&loss) {
@@ -807,15 +875,23 @@ fn stream_decode(
     }
     let packets = read_stream(input)?;
     std::fs::create_dir_all(output).map_err(|e| format!("{}: {e}", output.display()))?;
+    let policy = rargs.policy()?;
     let mut models = load_models(margs)?;
     let model = models.primary();
-    let mut dec = codec::StreamDecoder::new();
+    if policy.mode == codec::RenderMode::Tiles && !model.has_tile_graph() {
+        return Err(format!(
+            "--render tiles: model {} has no tile graph (tokenizer_decoder_tile, docs/bundle.md)",
+            model.bundle().dir.display()
+        ));
+    }
+    let mut dec = codec::StreamDecoder::with_render(policy);
     let mut rng = seed;
     let mut last: Option<RgbImage> = None;
     let mut lost = 0usize;
     for (i, packet) in packets.iter().enumerate() {
         // splitmix64: a loss pattern that is the same on every machine.
         let u = codec::regen::splitmix(&mut rng) as f64 / u64::MAX as f64;
+        let mut render = String::new();
         let (status, image, ms) = if u < loss {
             lost += 1;
             ("lost".to_string(), last.clone(), 0.0)
@@ -830,6 +906,12 @@ fn stream_decode(
                         }
                     };
                     let ms = (f.timings.network + f.timings.coding).as_secs_f64() * 1e3;
+                    render = match f.rendered {
+                        codec::Rendered::Tiles { tiles, tokens } => format!(
+                            ", \"render\": \"tiles\", \"tiles\": {tiles}, \"tile_tokens\": {tokens}"
+                        ),
+                        r => format!(", \"render\": {:?}", r.as_str()),
+                    };
                     (status, Some(f.image), ms)
                 }
                 Err(e) => (format!("dropped: {e}"), last.clone(), 0.0),
@@ -840,7 +922,7 @@ fn stream_decode(
         }
         last = image;
         out!(
-            "{{\"packet\": {i}, \"bytes\": {}, \"status\": {:?}, \"decode_ms\": {ms:.1}}}",
+            "{{\"packet\": {i}, \"bytes\": {}, \"status\": {:?}, \"decode_ms\": {ms:.1}{render}}}",
             packet.len(),
             status
         );
@@ -855,6 +937,11 @@ fn stream_decode(
         s.concealed,
         s.dropped,
         s.recoveries
+    );
+    let r = dec.render_stats();
+    eprintln!(
+        "render {}: {} full decodes, {} tiled frames ({} tile tokens), {} pictures reused",
+        policy.mode, r.full, r.tiled, r.tile_tokens, r.reused
     );
     Ok(())
 }

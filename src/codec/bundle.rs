@@ -60,6 +60,8 @@ struct RawManifest {
     schedule: RawSchedule,
     tokenizer_encoder: RawFile,
     tokenizer_decoder: RawFile,
+    /// Optional: the decoder with given normalisation statistics (tiled rendering).
+    tokenizer_decoder_tile: Option<RawFile>,
     prior: RawPrior,
 }
 
@@ -83,6 +85,9 @@ pub struct Bundle {
     pub schedule: Schedule,
     pub tokenizer_encoder: BundleFile,
     pub tokenizer_decoder: BundleFile,
+    /// The tile graph (docs/bundle.md "Tile graph"), when the bundle has one. Not part of the
+    /// model id: it renders the same tokens, only faster.
+    pub tokenizer_decoder_tile: Option<BundleFile>,
     pub prior_kind: String,
     pub prior: BundleFile,
     pub model_id: ModelId,
@@ -249,6 +254,11 @@ impl Bundle {
             &raw.tokenizer_decoder.sha256,
         )?;
         let prior = check_file("prior", &raw.prior.path, &raw.prior.sha256)?;
+        let tile = raw
+            .tokenizer_decoder_tile
+            .as_ref()
+            .map(|f| check_file("tokenizer_decoder_tile", &f.path, &f.sha256))
+            .transpose()?;
 
         let id_text = format!(
             "uigc-model\n{}\n{}\n{}:{}\n{:?}\n{:?}\n{}\n{}\n{}:{}\n",
@@ -277,6 +287,7 @@ impl Bundle {
             schedule,
             tokenizer_encoder: enc,
             tokenizer_decoder: dec,
+            tokenizer_decoder_tile: tile,
             prior_kind: raw.prior.kind,
             prior,
             model_id,

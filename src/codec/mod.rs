@@ -13,6 +13,7 @@ pub mod modelset;
 pub mod params;
 pub mod prior;
 pub mod regen;
+pub mod render;
 pub mod runtime;
 pub mod schedule;
 pub mod stream;
@@ -30,6 +31,7 @@ pub use error::{Error, PacketError, Result};
 pub use frame::RgbImage;
 pub use modelset::ModelSet;
 pub use prior::TokenGrid;
+pub use render::{RenderMode, RenderPolicy, RenderStats, Rendered, Renderer};
 pub use runtime::{ExecutionProvider, RuntimeOptions};
 pub use stream::{
     FrameKind, FrameStatus, StreamConfig, StreamDecoder, StreamEncoder, StreamFrame, StreamPacket,
@@ -233,6 +235,24 @@ impl Model {
         self.tokenizer.decode(grid, width, height)
     }
 
+    /// Tokens -> image through `renderer`: tiles over its last picture where its policy
+    /// allows (`full` asks for a full decode); no colour correction.
+    pub fn render(
+        &mut self,
+        renderer: &mut Renderer,
+        grid: &TokenGrid,
+        width: u32,
+        height: u32,
+        full: bool,
+    ) -> Result<(RgbImage, Rendered)> {
+        renderer.render(&mut self.tokenizer, grid, width, height, full)
+    }
+
+    /// Whether the bundle has a tile graph (tiled rendering).
+    pub fn has_tile_graph(&self) -> bool {
+        self.tokenizer.has_tile_graph()
+    }
+
     /// Encodes one frame into one packet (the dense grid when `params.dense`).
     pub fn encode(&mut self, image: &RgbImage, params: FrameParams) -> Result<EncodedFrame> {
         let half = bitstream::max_frame_side(true);
@@ -363,11 +383,38 @@ impl Model {
 
     /// Decodes one packet into a frame.
     pub fn decode(&mut self, packet: &[u8]) -> Result<DecodedFrame> {
+        self.decode_with(packet, None)
+    }
+
+    /// [`Self::decode`] with a full decode through `renderer` (which keeps the picture for
+    /// later tiles), except for dense packets (the renderer forgets its picture then).
+    pub fn decode_rendered(
+        &mut self,
+        packet: &[u8],
+        renderer: &mut Renderer,
+    ) -> Result<DecodedFrame> {
+        self.decode_with(packet, Some(renderer))
+    }
+
+    fn decode_with(
+        &mut self,
+        packet: &[u8],
+        renderer: Option<&mut Renderer>,
+    ) -> Result<DecodedFrame> {
         let t0 = Instant::now();
         let tokens = self.codec.decode(packet)?;
         let t1 = Instant::now();
         let (w, h) = tokens.header.coded_size();
-        let mut image = self.tokenizer.decode(&tokens.grid, w, h)?;
+        let mut image = match renderer {
+            Some(r) if !tokens.header.dense() => {
+                r.render(&mut self.tokenizer, &tokens.grid, w, h, true)?.0
+            }
+            Some(r) => {
+                r.reset();
+                self.tokenizer.decode(&tokens.grid, w, h)?
+            }
+            None => self.tokenizer.decode(&tokens.grid, w, h)?,
+        };
         if tokens.header.dense() {
             image = image.downsample2x();
         }

@@ -8,6 +8,7 @@ use super::colour::ColourThumb;
 use super::error::{Error, PacketError, Result};
 use super::frame::RgbImage;
 use super::prior::TokenGrid;
+use super::render::{RenderPolicy, RenderStats, Rendered, Renderer};
 use super::temporal::{band_alignment, InterFrame, Reference};
 use super::tokens::{Colour, EncodedPacket, FrameParams, RegenMode};
 use super::{Model, Timings};
@@ -543,6 +544,8 @@ pub struct StreamFrame {
     pub kind: FrameKind,
     pub frame: u32,
     pub timings: Timings,
+    /// How the picture was made (a full decode, tiles over the last picture, or that picture).
+    pub rendered: Rendered,
 }
 
 /// Counters of a stream receiver.
@@ -569,12 +572,34 @@ pub struct StreamDecoder {
     /// A refresh cycle is being followed (rows `0..exact_rows` exact as of the last packet).
     recovering: bool,
     last_image: Option<RgbImage>,
+    /// `last_image` is older than the reference (packets applied with [`Self::advance`]).
+    stale: bool,
+    /// The next picture is a full decode (a keyframe was applied without its picture).
+    full_next: bool,
+    /// Set while [`Self::advance`] runs: state only, no picture.
+    skip_render: bool,
     stats: StreamStats,
+    /// The decoder network's side: renders only what changed (docs/video.md).
+    renderer: Renderer,
 }
 
 impl StreamDecoder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A receiver that renders pictures as `policy` says (the default renders tiles when the
+    /// model bundle has a tile graph).
+    pub fn with_render(policy: RenderPolicy) -> Self {
+        Self {
+            renderer: Renderer::new(policy),
+            ..Self::default()
+        }
+    }
+
+    /// Counters of the renderer (full decodes, tiled frames, reused pictures).
+    pub fn render_stats(&self) -> RenderStats {
+        self.renderer.stats()
     }
 
     pub fn stats(&self) -> StreamStats {
@@ -604,10 +629,35 @@ impl StreamDecoder {
         r
     }
 
+    /// Applies a packet to the stream's state without making its picture: a receiver that is
+    /// behind skips the pictures of frames that a later packet replaces (the decoder network is
+    /// the expensive part), and stays exact. The next [`Self::decode`] renders the picture of
+    /// the state it reaches. Counted like [`Self::decode`].
+    pub fn advance(&mut self, model: &mut Model, data: &[u8]) -> Result<FrameStatus> {
+        self.skip_render = true;
+        let r = self.decode(model, data);
+        self.skip_render = false;
+        r.map(|f| f.status)
+    }
+
     fn decode_inner(&mut self, model: &mut Model, data: &[u8]) -> Result<StreamFrame> {
         let header = super::bitstream::parse_packet(data)?.header;
         let Some(inter) = header.inter else {
-            let f = model.decode(data)?;
+            let f = if self.skip_render {
+                let t0 = Instant::now();
+                let tokens = model.token_codec().decode(data)?;
+                let coding = t0.elapsed();
+                super::DecodedFrame {
+                    image: no_picture(),
+                    tokens,
+                    timings: Timings {
+                        coding,
+                        ..Default::default()
+                    },
+                }
+            } else {
+                model.decode_rendered(data, &mut self.renderer)?
+            };
             let h = &f.tokens.header;
             // The stream goes on from the grid the sender assumes: tokens that were not sent
             // regenerated with argmax, whatever mode the picture was regenerated with.
@@ -633,13 +683,21 @@ impl StreamDecoder {
             }
             self.synced = true;
             self.recovering = false;
-            self.last_image = Some(f.image.clone());
+            if self.skip_render {
+                self.stale = true;
+                self.full_next = true;
+            } else {
+                self.last_image = Some(f.image.clone());
+                self.stale = false;
+                self.full_next = false;
+            }
             return Ok(StreamFrame {
                 image: f.image,
                 status: FrameStatus::Exact,
                 kind: FrameKind::Intra,
                 frame: h.frame,
                 timings: f.timings,
+                rendered: Rendered::Full,
             });
         };
         // Model id, max-pixels and the work limit before anything else: a packet that fails
@@ -695,19 +753,33 @@ impl StreamDecoder {
             .reference
             .as_ref()
             .is_some_and(|old| old.grid == r.grid && old.colour == r.colour);
-        let image = match (&self.last_image, same) {
-            (Some(img), true) => img.clone(),
+        let (image, rendered) = match (&self.last_image, same && !self.stale) {
+            _ if self.skip_render => {
+                self.stale |= !same;
+                (no_picture(), Rendered::Reused)
+            }
+            (Some(img), true) => (img.clone(), Rendered::Reused),
             _ => {
-                let mut image = model.detokenize(&r.grid, r.width, r.height)?;
+                let (mut image, rendered) = model.render(
+                    &mut self.renderer,
+                    &r.grid,
+                    r.width,
+                    r.height,
+                    self.full_next,
+                )?;
                 if let Some(c) = &r.colour {
                     c.apply(&mut image);
                 }
-                image
+                (image, rendered)
             }
         };
         let network = t1.elapsed();
         self.reference = Some(r);
-        self.last_image = Some(image.clone());
+        if !self.skip_render {
+            self.last_image = Some(image.clone());
+            self.stale = false;
+            self.full_next = false;
+        }
         Ok(StreamFrame {
             image,
             status: if self.synced {
@@ -721,6 +793,7 @@ impl StreamDecoder {
             kind: FrameKind::Inter,
             frame: header.frame,
             timings: Timings { network, coding },
+            rendered,
         })
     }
 
@@ -732,6 +805,7 @@ impl StreamDecoder {
                 kind: FrameKind::Inter,
                 frame,
                 timings: Timings::default(),
+                rendered: Rendered::Reused,
             }),
             None => Err(PacketError::NoReference {
                 frame,
@@ -739,6 +813,15 @@ impl StreamDecoder {
             }
             .into()),
         }
+    }
+}
+
+/// The picture of a packet applied with [`StreamDecoder::advance`] (never shown).
+fn no_picture() -> RgbImage {
+    RgbImage {
+        width: 0,
+        height: 0,
+        data: Vec::new(),
     }
 }
 

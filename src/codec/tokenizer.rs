@@ -2,7 +2,9 @@
 //! The pixel networks may run in floats on any provider; only their integer output (token
 //! indices) feeds the entropy coder.
 
-use ndarray::{Array3, Array4};
+use std::path::PathBuf;
+
+use ndarray::{Array1, Array3, Array4};
 use ort::session::{RunOptions, Session};
 use ort::value::TensorRef;
 
@@ -10,6 +12,7 @@ use super::bundle::Bundle;
 use super::error::{Error, Result};
 use super::frame::RgbImage;
 use super::prior::TokenGrid;
+use super::render::TileRect;
 use super::runtime::{open_session, ExecutionProvider, RuntimeOptions};
 
 /// Frames of more tokens than this (16x16 pixels each) are large: after running the network on
@@ -39,6 +42,10 @@ pub struct Tokenizer {
     std: [f32; 3],
     codebook_size: usize,
     provider: ExecutionProvider,
+    /// The optional tile graph (docs/bundle.md "Tile graph"), opened on first use.
+    tile_path: Option<PathBuf>,
+    tile: Option<Session>,
+    tile_opts: RuntimeOptions,
 }
 
 fn check_io(session: &Session, network: &'static str, input: &str, output: &str) -> Result<()> {
@@ -83,7 +90,162 @@ impl Tokenizer {
             std: bundle.std,
             codebook_size: bundle.codebook_size,
             provider,
+            tile_path: bundle
+                .tokenizer_decoder_tile
+                .as_ref()
+                .map(|f| f.path.clone()),
+            tile: None,
+            tile_opts: dec_opts,
         })
+    }
+
+    /// Whether the bundle has a tile graph (tiled rendering is possible).
+    pub fn has_tile_graph(&self) -> bool {
+        self.tile_path.is_some()
+    }
+
+    fn tile_session(&mut self) -> Result<&mut Session> {
+        if self.tile.is_none() {
+            let path = self.tile_path.as_ref().ok_or_else(|| {
+                Error::InvalidArgument("the model bundle has no tile graph".into())
+            })?;
+            let (session, _) = open_session(path, &self.tile_opts)?;
+            for input in ["indices", "stats_in", "stats_weight"] {
+                check_io(&session, "tile decoder", input, "image")?;
+            }
+            check_io(&session, "tile decoder", "indices", "stats")?;
+            self.tile = Some(session);
+        }
+        Ok(self.tile.as_mut().expect("opened above"))
+    }
+
+    /// Runs the tile graph on `grid`: with `stats` (normalising with them) or without (its own
+    /// statistics, a full decode). Returns the padded image tensor and the statistics used.
+    fn run_tile(
+        &mut self,
+        grid: &TokenGrid,
+        stats: Option<&[f32]>,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let infer = |e: ort::Error| Error::Inference {
+            network: "tile decoder",
+            message: e.to_string(),
+        };
+        let indices = Array3::from_shape_vec(
+            (1, grid.rows, grid.cols),
+            grid.tokens.iter().map(|&t| t as i64).collect(),
+        )
+        .map_err(|e| Error::Image(e.to_string()))?;
+        let session = self.tile_session()?;
+        let len = match stats {
+            Some(s) => s.len(),
+            None => session.inputs()[1]
+                .dtype()
+                .tensor_shape()
+                .and_then(|s| s.iter().next().copied())
+                .filter(|&n| n > 0)
+                .ok_or_else(|| Error::Contract {
+                    network: "tile decoder",
+                    message: "a 'stats_in' input without a fixed length".into(),
+                })? as usize,
+        };
+        let stats_in = Array1::from_vec(stats.map_or_else(|| vec![0.0; len], <[f32]>::to_vec));
+        let weight = Array1::from_vec(vec![if stats.is_some() { 1.0f32 } else { 0.0 }]);
+        let options = run_options(grid.rows * grid.cols).map_err(infer)?;
+        let outputs = session
+            .run_with_options(
+                ort::inputs![
+                    "indices" => TensorRef::from_array_view(&indices).map_err(infer)?,
+                    "stats_in" => TensorRef::from_array_view(&stats_in).map_err(infer)?,
+                    "stats_weight" => TensorRef::from_array_view(&weight).map_err(infer)?
+                ],
+                &options,
+            )
+            .map_err(infer)?;
+        let contract = |what: &str| Error::Contract {
+            network: "tile decoder",
+            message: what.to_string(),
+        };
+        let image = outputs["image"]
+            .try_extract_array::<f32>()
+            .map_err(|e| contract(&format!("an 'image' output that is not float32 ({e})")))?;
+        let (ph, pw) = (grid.rows * 16, grid.cols * 16);
+        if image.shape() != [1, 3, ph, pw] {
+            return Err(contract(&format!(
+                "an image of shape {:?} for a {}x{} grid (expected [1, 3, {ph}, {pw}])",
+                image.shape(),
+                grid.rows,
+                grid.cols
+            )));
+        }
+        let image: Vec<f32> = image.iter().copied().collect();
+        let out_stats = outputs["stats"]
+            .try_extract_array::<f32>()
+            .map_err(|e| contract(&format!("a 'stats' output that is not float32 ({e})")))?;
+        let out_stats: Vec<f32> = out_stats.iter().copied().collect();
+        if out_stats.len() != len {
+            return Err(contract(&format!(
+                "{} statistics out for {len} in",
+                out_stats.len()
+            )));
+        }
+        Ok((image, out_stats))
+    }
+
+    /// A full decode through the tile graph: the image (as [`Self::decode`] to float precision)
+    /// and the normalisation statistics that later tiles of this picture are decoded with.
+    pub fn decode_with_stats(
+        &mut self,
+        grid: &TokenGrid,
+        width: u32,
+        height: u32,
+    ) -> Result<(RgbImage, Vec<f32>)> {
+        let (flat, stats) = self.run_tile(grid, None)?;
+        let image = RgbImage::from_padded_tensor(
+            &flat,
+            grid.rows * 16,
+            grid.cols * 16,
+            width,
+            height,
+            self.mean,
+            self.std,
+        )?;
+        Ok((image, stats))
+    }
+
+    /// Decodes the tokens of `outer` (a rectangle of `grid`) normalising with `stats`, and
+    /// writes the pixels of `inner` (inside `outer`) into `image` (the picture of `grid`).
+    pub fn decode_tile(
+        &mut self,
+        grid: &TokenGrid,
+        stats: &[f32],
+        outer: TileRect,
+        inner: TileRect,
+        image: &mut RgbImage,
+    ) -> Result<()> {
+        let (orows, ocols) = (outer.r1 - outer.r0, outer.c1 - outer.c0);
+        let mut tokens = Vec::with_capacity(orows * ocols);
+        for r in outer.r0..outer.r1 {
+            tokens.extend_from_slice(
+                &grid.tokens[r * grid.cols + outer.c0..r * grid.cols + outer.c1],
+            );
+        }
+        let sub = TokenGrid::new(orows, ocols, tokens);
+        let (flat, _) = self.run_tile(&sub, Some(stats))?;
+        let (ph, pw) = (orows * 16, ocols * 16);
+        let (w, h) = (image.width as usize, image.height as usize);
+        let (y0, y1) = (inner.r0 * 16, (inner.r1 * 16).min(h));
+        let (x0, x1) = (inner.c0 * 16, (inner.c1 * 16).min(w));
+        let (oy, ox) = (outer.r0 * 16, outer.c0 * 16);
+        for y in y0..y1 {
+            for x in x0..x1 {
+                let t = (y - oy) * pw + (x - ox);
+                for c in 0..3 {
+                    let v = (flat[c * ph * pw + t] * self.std[c] + self.mean[c]) * 255.0;
+                    image.data[(y * w + x) * 3 + c] = v.round().clamp(0.0, 255.0) as u8;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The execution provider that runs the networks.

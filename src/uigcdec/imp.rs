@@ -26,6 +26,41 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 
 const DEFAULT_REGEN: &str = "argmax";
 const DEFAULT_MAX_PIXELS: u64 = codec::DEFAULT_MAX_PIXELS;
+const DEFAULT_RENDER: Render = Render::Auto;
+const DEFAULT_RENDER_FULL_EVERY: u32 = codec::render::DEFAULT_FULL_EVERY;
+
+/// How inter frames are rendered (docs/video.md "Receiver: rendering only what changed").
+#[derive(Debug, Eq, PartialEq, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstUigcRender")]
+pub(crate) enum Render {
+    #[default]
+    #[enum_value(
+        name = "Auto: tiles when the model bundle has a tile graph, else whole pictures",
+        nick = "auto"
+    )]
+    Auto,
+    #[enum_value(
+        name = "Full: the decoder network runs on every whole picture",
+        nick = "full"
+    )]
+    Full,
+    #[enum_value(
+        name = "Tiles: only around changed tokens (a model without a tile graph is an error)",
+        nick = "tiles"
+    )]
+    Tiles,
+}
+
+impl From<Render> for codec::RenderMode {
+    fn from(r: Render) -> Self {
+        match r {
+            Render::Auto => codec::RenderMode::Auto,
+            Render::Full => codec::RenderMode::Full,
+            Render::Tiles => codec::RenderMode::Tiles,
+        }
+    }
+}
 const DEFAULT_WORK_LIMIT: u64 = codec::DEFAULT_WORK_LIMIT;
 
 #[derive(Debug, Clone)]
@@ -35,6 +70,8 @@ struct Settings {
     threads: u32,
     regen: String,
     max_pixels: u64,
+    render: Render,
+    render_full_every: u32,
     work_limit: u64,
 }
 
@@ -46,6 +83,8 @@ impl Default for Settings {
             threads: DEFAULT_THREADS,
             regen: DEFAULT_REGEN.into(),
             max_pixels: DEFAULT_MAX_PIXELS,
+            render: DEFAULT_RENDER,
+            render_full_every: DEFAULT_RENDER_FULL_EVERY,
             work_limit: DEFAULT_WORK_LIMIT,
         }
     }
@@ -77,6 +116,8 @@ struct State {
     /// the frame counter before anything is counted lost.
     dropped_since_decoded: u64,
     reported_latency: Option<gst::ClockTime>,
+    /// How each stream's receiver renders its pictures.
+    render: codec::RenderPolicy,
 }
 
 impl State {
@@ -100,7 +141,7 @@ impl State {
         let entry = self
             .streams
             .entry(id)
-            .or_insert_with(|| (codec::StreamDecoder::new(), packets));
+            .or_insert_with(|| (codec::StreamDecoder::with_render(self.render), packets));
         entry.1 = packets;
         let model = self.model.model_for(data)?;
         Ok((header, entry.0.decode(model, data)?))
@@ -257,6 +298,27 @@ impl ObjectImpl for UigcDec {
                     .default_value(DEFAULT_MAX_PIXELS)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecEnum::builder_with_default("render", DEFAULT_RENDER)
+                    .nick("Render")
+                    .blurb(
+                        "How inter frames are rendered: the decoder network re-run only on tiles \
+                         around the tokens that changed, over the last picture (tiles), or on \
+                         every whole picture (full). Tokens are the same either way; tiled \
+                         pixels differ from a full decode by a fraction of a level on average \
+                         (docs/video.md)",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("render-full-every")
+                    .nick("Full decode every")
+                    .blurb(
+                        "With tiles: a full decode after this many tiled frames, which refreshes \
+                         the normalisation statistics the tiles use (0: only on keyframes and \
+                         large changes)",
+                    )
+                    .default_value(DEFAULT_RENDER_FULL_EVERY)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecUInt64::builder("work-limit")
                     .nick("Work limit")
                     .blurb(
@@ -326,6 +388,10 @@ impl ObjectImpl for UigcDec {
             "threads" => settings.threads = value.get().expect("type checked upstream"),
             "regen" => settings.regen = string_or(value, DEFAULT_REGEN),
             "max-pixels" => settings.max_pixels = value.get().expect("type checked upstream"),
+            "render" => settings.render = value.get().expect("type checked upstream"),
+            "render-full-every" => {
+                settings.render_full_every = value.get().expect("type checked upstream")
+            }
             "work-limit" => settings.work_limit = value.get().expect("type checked upstream"),
             other => unreachable!("unknown property {other}"),
         }
@@ -341,6 +407,8 @@ impl ObjectImpl for UigcDec {
             "threads" => settings.threads.to_value(),
             "regen" => settings.regen.to_value(),
             "max-pixels" => settings.max_pixels.to_value(),
+            "render" => settings.render.to_value(),
+            "render-full-every" => settings.render_full_every.to_value(),
             "work-limit" => settings.work_limit.to_value(),
             "frames-decoded" => stats.decoded.to_value(),
             "frames-dropped" => stats.dropped.to_value(),
@@ -409,6 +477,18 @@ impl VideoDecoderImpl for UigcDec {
             m.token_codec().set_max_pixels(settings.max_pixels);
             m.token_codec().set_work_limit(settings.work_limit);
         }
+        if settings.render == Render::Tiles {
+            if let Some(m) = model.models_mut().iter().find(|m| !m.has_tile_graph()) {
+                return Err(gst::error_msg!(
+                    gst::LibraryError::Settings,
+                    (
+                        "render=tiles: model {} has no tile graph (tokenizer_decoder_tile, \
+                         docs/bundle.md)",
+                        m.bundle().dir.display()
+                    )
+                ));
+            }
+        }
         gst::info!(CAT, imp = self, "Loaded {model_desc}");
         *lock(&self.stats) = Stats::default();
         *lock(&self.state) = Some(State {
@@ -420,6 +500,11 @@ impl VideoDecoderImpl for UigcDec {
             packets: 0,
             dropped_since_decoded: 0,
             reported_latency: None,
+            render: codec::RenderPolicy {
+                mode: settings.render.into(),
+                full_every: settings.render_full_every,
+                ..Default::default()
+            },
         });
         Ok(())
     }
