@@ -150,12 +150,16 @@ impl Tokenizer {
         };
         let stats_in = Array1::from_vec(stats.map_or_else(|| vec![0.0; len], <[f32]>::to_vec));
         let weight = Array1::from_vec(vec![if stats.is_some() { 1.0f32 } else { 0.0 }]);
+        let options = run_options(grid.rows * grid.cols).map_err(infer)?;
         let outputs = session
-            .run(ort::inputs![
-                "indices" => TensorRef::from_array_view(&indices).map_err(infer)?,
-                "stats_in" => TensorRef::from_array_view(&stats_in).map_err(infer)?,
-                "stats_weight" => TensorRef::from_array_view(&weight).map_err(infer)?
-            ])
+            .run_with_options(
+                ort::inputs![
+                    "indices" => TensorRef::from_array_view(&indices).map_err(infer)?,
+                    "stats_in" => TensorRef::from_array_view(&stats_in).map_err(infer)?,
+                    "stats_weight" => TensorRef::from_array_view(&weight).map_err(infer)?
+                ],
+                &options,
+            )
             .map_err(infer)?;
         let contract = |what: &str| Error::Contract {
             network: "tile decoder",
