@@ -30,6 +30,10 @@ cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
 # --no-fail-fast: every failing test binary reports (e.g. each missing data set is named).
 cargo test --quiet --no-fail-fast 2>&1 | tee /tmp/uigc-cargo-test.log
+echo "== soak: 1 minute sender -> lossy link with hostile datagrams -> receiver, 640x480 (deploy/soak.sh)"
+# The debug build cargo test just made (plugin and uigc-linksim); the tiny model keeps it cheap.
+UIGC_MODEL="$here/tests/data/tiny-model" GST_PLUGIN_PATH="${CARGO_TARGET_DIR:-$here/target}/debug" \
+  bash deploy/soak.sh 1 "$(mktemp -d /tmp/uigc-soak.XXXXXX)"
 echo "== cross-architecture: x86-64 packets decode identically on aarch64 (qemu)"
 missing=()
 for tool in qemu-aarch64-static aarch64-linux-gnu-gcc file; do

@@ -30,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
     let packets = chunks(data);
     let mut shown: Option<(u32, u32)> = None;
     for (packet, _) in &packets {
+        let packet = packet.as_slice();
         if let Ok(f) = dec.decode(&mut m, packet) {
             let h = parse_packet(packet)
                 .expect("a decoded packet parses")

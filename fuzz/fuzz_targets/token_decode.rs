@@ -83,6 +83,7 @@ fuzz_target!(|data: &[u8]| {
     let s = &mut *s;
     let mut reference = s.golden_reference.clone();
     for (packet, clean_only) in chunks(data) {
+        let (packet, clean_only) = (packet.as_slice(), clean_only);
         let which = parse_packet(packet).ok().and_then(|p| {
             s.codecs
                 .iter()
