@@ -68,26 +68,9 @@ async fn serve(gw: Arc<Gateway>, listen: Listen, ready: impl FnOnce(&Bound)) -> 
         }
         None => None,
     };
-    let tcp = match listen.tcp {
-        Some(a) => {
-            let l = TcpListener::bind(a)
-                .await
-                .map_err(|e| format!("TCP {a}: {e}"))?;
-            bound.tcp = Some(l.local_addr().map_err(|e| e.to_string())?);
-            Some(l)
-        }
-        None => None,
-    };
-    let http = match listen.http {
-        Some(a) => {
-            let l = TcpListener::bind(a)
-                .await
-                .map_err(|e| format!("HTTP {a}: {e}"))?;
-            bound.http = Some(l.local_addr().map_err(|e| e.to_string())?);
-            Some(l)
-        }
-        None => None,
-    };
+    let (tcp, bound_tcp) = bind_tcp(listen.tcp, "TCP").await?;
+    let (http, bound_http) = bind_tcp(listen.http, "HTTP").await?;
+    (bound.tcp, bound.http) = (bound_tcp, bound_http);
     ready(&bound);
     if let Some(s) = udp {
         tokio::spawn(udp_loop(gw.clone(), s));
@@ -123,6 +106,21 @@ async fn serve(gw: Arc<Gateway>, listen: Listen, ready: impl FnOnce(&Bound)) -> 
     shutdown_signal().await;
     gw.sync();
     Ok(())
+}
+
+/// A TCP listener on `addr` (none without an address) and the address it bound.
+async fn bind_tcp(
+    addr: Option<SocketAddr>,
+    what: &str,
+) -> Result<(Option<TcpListener>, Option<SocketAddr>), String> {
+    let Some(a) = addr else {
+        return Ok((None, None));
+    };
+    let l = TcpListener::bind(a)
+        .await
+        .map_err(|e| format!("{what} {a}: {e}"))?;
+    let local = l.local_addr().map_err(|e| e.to_string())?;
+    Ok((Some(l), Some(local)))
 }
 
 /// A UDP socket with a larger receive buffer (what the kernel grants is returned).
