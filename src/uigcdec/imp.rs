@@ -385,19 +385,26 @@ impl UigcDec {
         live: bool,
         pts: Option<gst::ClockTime>,
     ) {
-        let (busy, became_behind, recovered, n) = {
+        let (busy, became_behind, recovered, n, per) = {
             let mut load = lock(&self.load);
             let Some(busy) = load.record(start, spent) else {
                 return;
             };
             let n = load.window.len();
+            let per = load
+                .window
+                .iter()
+                .map(|(_, d)| d.as_secs_f64())
+                .sum::<f64>()
+                * 1e3
+                / n as f64;
             let was = load.behind;
             if live && busy >= LOAD_BEHIND {
                 load.behind = true;
             } else if busy < LOAD_RECOVERED {
                 load.behind = false;
             }
-            (busy, load.behind && !was, was && !load.behind, n)
+            (busy, load.behind && !was, was && !load.behind, n, per)
         };
         let behind = lock(&self.load).behind;
         if behind {
@@ -409,7 +416,6 @@ impl UigcDec {
                 let s = lock(&self.stats);
                 (s.decoded, s.dropped + s.late + s.duplicate)
             };
-            let per = spent.as_secs_f64() * 1e3;
             gst::element_imp_warning!(
                 self,
                 gst::CoreError::TooLazy,
