@@ -111,6 +111,17 @@ pub fn encode_record(time_us: u64, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Records as a `.uigcs` packet stream (each payload preceded by its length, u32 LE): the form
+/// `uigc stream-decode` reads and whose SHA-256 `uigc archive-check` prints.
+pub fn to_uigcs(records: &[Record]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in records {
+        out.extend_from_slice(&(r.payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&r.payload);
+    }
+    out
+}
+
 /// Why reading a segment stopped before its end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tail {

@@ -301,14 +301,11 @@ async fn archive_range(
     let root = gw.config.archive_dir.clone();
     let read = tokio::task::spawn_blocking(move || archive::read_stream(&root, id, from, to)).await;
     match read {
-        Ok(Ok(records)) => {
-            let mut out = Vec::new();
-            for r in records {
-                out.extend_from_slice(&(r.payload.len() as u32).to_le_bytes());
-                out.extend_from_slice(&r.payload);
-            }
-            ([(header::CONTENT_TYPE, "application/octet-stream")], out).into_response()
-        }
+        Ok(Ok(records)) => (
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            archive::to_uigcs(&records),
+        )
+            .into_response(),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
             (StatusCode::NOT_FOUND, format!("stream {id}: no archive\n")).into_response()
         }

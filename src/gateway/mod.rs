@@ -61,6 +61,7 @@ pub struct GatewayConfig {
 
 /// Why a packet was refused (each has a counter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(usize)]
 pub enum Refusal {
     /// Empty or above the largest record.
     Oversize,
@@ -114,11 +115,10 @@ pub struct Counters {
 
 impl Counters {
     pub fn refused(&self, r: Refusal) -> u64 {
-        self.refused[Refusal::ALL.iter().position(|&x| x == r).unwrap()].load(Ordering::Relaxed)
+        self.refused[r as usize].load(Ordering::Relaxed)
     }
     fn refuse(&self, r: Refusal) {
-        self.refused[Refusal::ALL.iter().position(|&x| x == r).unwrap()]
-            .fetch_add(1, Ordering::Relaxed);
+        self.refused[r as usize].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -450,45 +450,43 @@ fn decode_job(
                 .map(|f| (f.status, Some((f.frame, f.image))))
         }
     });
-    {
-        let decode_ms = t.elapsed().as_secs_f64() * 1e3;
-        let lag_ms = job.arrival.elapsed().as_secs_f64() * 1e3;
-        let mut all = views.streams.lock().unwrap_or_else(|e| e.into_inner());
-        let v = all.entry(job.stream).or_default();
-        v.queued = v.queued.saturating_sub(1);
-        v.decode_ms = decode_ms;
-        v.decode_ms_total += decode_ms;
-        v.decode_lag_ms = lag_ms;
-        v.decode_lag_max_ms = v.decode_lag_max_ms.max(lag_ms);
-        match result {
-            Ok((status, picture)) => {
-                v.decoded += 1;
-                match status {
-                    FrameStatus::Exact => v.exact += 1,
-                    _ => v.concealed += 1,
+    let decode_ms = t.elapsed().as_secs_f64() * 1e3;
+    let lag_ms = job.arrival.elapsed().as_secs_f64() * 1e3;
+    let mut all = views.streams.lock().unwrap_or_else(|e| e.into_inner());
+    let v = all.entry(job.stream).or_default();
+    v.queued = v.queued.saturating_sub(1);
+    v.decode_ms = decode_ms;
+    v.decode_ms_total += decode_ms;
+    v.decode_lag_ms = lag_ms;
+    v.decode_lag_max_ms = v.decode_lag_max_ms.max(lag_ms);
+    match result {
+        Ok((status, picture)) => {
+            v.decoded += 1;
+            match status {
+                FrameStatus::Exact => v.exact += 1,
+                _ => v.concealed += 1,
+            }
+            v.last_status = match status {
+                FrameStatus::Exact => "exact".into(),
+                FrameStatus::Concealed => "concealed".into(),
+                FrameStatus::Recovering { exact_rows, rows } => {
+                    format!("recovering {exact_rows}/{rows}")
                 }
-                v.last_status = match status {
-                    FrameStatus::Exact => "exact".into(),
-                    FrameStatus::Concealed => "concealed".into(),
-                    FrameStatus::Recovering { exact_rows, rows } => {
-                        format!("recovering {exact_rows}/{rows}")
-                    }
-                };
-                let Some((frame, image)) = picture else {
-                    v.skipped += 1;
-                    return;
-                };
-                v.last_frame = Some(frame);
-                v.size = (image.width, image.height);
-                v.latest = Some(Arc::new(image));
-                v.generation += 1;
-                drop(all);
-                views.frames.send_modify(|g| *g += 1);
-            }
-            Err(e) => {
-                v.decode_errors += 1;
-                v.last_error = e.to_string();
-            }
+            };
+            let Some((frame, image)) = picture else {
+                v.skipped += 1;
+                return;
+            };
+            v.last_frame = Some(frame);
+            v.size = (image.width, image.height);
+            v.latest = Some(Arc::new(image));
+            v.generation += 1;
+            drop(all);
+            views.frames.send_modify(|g| *g += 1);
+        }
+        Err(e) => {
+            v.decode_errors += 1;
+            v.last_error = e.to_string();
         }
     }
 }

@@ -225,12 +225,8 @@ pub fn replay(a: ReplayArgs) -> Result<(), String> {
         return Err("nothing to write: give -o DIR, --y4m FILE or --uigcs FILE".into());
     }
     if let Some(path) = &a.uigcs {
-        let mut out = Vec::new();
-        for r in &records {
-            out.extend_from_slice(&(r.payload.len() as u32).to_le_bytes());
-            out.extend_from_slice(&r.payload);
-        }
-        std::fs::write(path, out).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(path, archive::to_uigcs(&records))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     if a.output.is_none() && a.y4m.is_none() {
         eprintln!("stream {stream}: {} packets", records.len());
