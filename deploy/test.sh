@@ -31,7 +31,9 @@ echo "== cargo test"
 # --no-fail-fast: every failing test binary reports (e.g. each missing data set is named).
 cargo test --quiet --no-fail-fast 2>&1 | tee /tmp/uigc-cargo-test.log
 echo "== soak: 1 minute sender -> lossy link with hostile datagrams -> receiver, 640x480 (deploy/soak.sh)"
-# The debug build cargo test just made (plugin and uigc-linksim); the tiny model keeps it cheap.
+# A debug build: cargo test builds the binaries (uigc-linksim) but not the plugin's cdylib
+# (libgstuigc.so), so build it here. The tiny model keeps the run cheap.
+cargo build --quiet
 UIGC_MODEL="$here/tests/data/tiny-model" GST_PLUGIN_PATH="${CARGO_TARGET_DIR:-$here/target}/debug" \
   bash deploy/soak.sh 1 "$(mktemp -d /tmp/uigc-soak.XXXXXX)"
 echo "== cross-architecture: x86-64 packets decode identically on aarch64 (qemu)"
