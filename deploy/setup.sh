@@ -24,9 +24,10 @@ apt_pkgs=(build-essential pkg-config ca-certificates curl
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-libav
   python3 python3-venv)
-# dev: AV1 reference encoder and ffmpeg (x265/libaom video) for the benchmarks, and the aarch64
-# cross toolchain + qemu-user for the cross-architecture check (deploy/cross-check-aarch64.sh).
-[ "$mode" = "--dev" ] && apt_pkgs+=(aom-tools ffmpeg file gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
+# dev: AV1 reference encoder and ffmpeg (x265/libaom video) for the benchmarks, the aarch64
+# cross toolchain + qemu-user for the cross-architecture check (deploy/cross-check-aarch64.sh),
+# and nats-server (JetStream) for the gateway's scale-out test (tests/gateway_nats.rs).
+[ "$mode" = "--dev" ] && apt_pkgs+=(aom-tools ffmpeg file gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static nats-server)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

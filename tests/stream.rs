@@ -519,3 +519,74 @@ fn advance_skips_pictures_and_stays_exact() {
     }
     assert_eq!(behind.stats().exact, 9);
 }
+
+/// A receiver saved with `state()` and restored with `from_state()` at any packet goes on with
+/// the stream exactly as the one that was never interrupted (same reference, status and
+/// counters), also while recovering from a loss; a malformed state is an error, not a panic.
+#[test]
+fn decoder_state_restored_mid_stream_goes_on_exactly() {
+    let mut m = model();
+    let codebook = m.bundle().codebook_size;
+    let mut enc = StreamEncoder::new(StreamConfig {
+        refresh_frames: 3,
+        ..Default::default()
+    })
+    .unwrap();
+    let packets: Vec<Vec<u8>> = (0..10)
+        .map(|t| enc.encode(&mut m, &scene(128, 96, t)).unwrap().packet.bytes)
+        .collect();
+    // Packet 3 is lost on the link: the receiver conceals, then recovers with the refresh.
+    let received: Vec<&Vec<u8>> = packets
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3)
+        .map(|(_, p)| p)
+        .collect();
+    let mut whole = StreamDecoder::new();
+    let expected: Vec<_> = received
+        .iter()
+        .map(|p| {
+            let f = whole.decode(&mut m, p).map(|f| f.status);
+            (f.ok(), whole.reference().cloned(), whole.stats())
+        })
+        .collect();
+    assert!(
+        expected.iter().any(|(s, _, _)| *s != Some(FrameStatus::Exact)),
+        "the loss shows"
+    );
+    assert_eq!(expected.last().unwrap().0, Some(FrameStatus::Exact));
+    for cut in 0..=received.len() {
+        let mut dec = StreamDecoder::new();
+        for p in &received[..cut] {
+            let _ = dec.decode(&mut m, p);
+        }
+        let state = dec.state();
+        let mut dec = StreamDecoder::from_state(&state, codebook).unwrap();
+        assert_eq!(dec.state(), state, "cut {cut}: state round trip");
+        for (i, p) in received.iter().enumerate().skip(cut) {
+            let got = dec.decode(&mut m, p).map(|f| f.status).ok();
+            let (status, reference, stats) = &expected[i];
+            assert_eq!(&got, status, "cut {cut}, packet {i}");
+            assert_eq!(dec.reference(), reference.as_ref(), "cut {cut}, packet {i}");
+            assert_eq!(&dec.stats(), stats, "cut {cut}, packet {i}");
+        }
+    }
+    // Malformed states: every truncation, a token outside the codebook, trailing bytes.
+    let mut dec = StreamDecoder::new();
+    for p in &received[..4] {
+        let _ = dec.decode(&mut m, p);
+    }
+    let state = dec.state();
+    for n in 0..state.len() {
+        assert!(StreamDecoder::from_state(&state[..n], codebook).is_err(), "{n} bytes");
+    }
+    let mut longer = state.clone();
+    longer.push(0);
+    assert!(StreamDecoder::from_state(&longer, codebook).is_err());
+    // The first token (after magic, flags, exact rows, counters, the reference flag, 5 u32).
+    let mut bad = state.clone();
+    let t = 8 + 1 + 4 + 32 + 1 + 20;
+    bad[t..t + 2].copy_from_slice(&u16::MAX.to_le_bytes());
+    assert!(StreamDecoder::from_state(&bad, codebook).is_err());
+    assert!(StreamDecoder::from_state(&state, codebook).is_ok());
+}

@@ -279,6 +279,14 @@ enum Command {
     Replay(gateway_cmd::ReplayArgs),
     /// Verify a gateway archive: records, checksums, torn tails; per stream a JSON line with
     /// the count and the SHA-256 of its packets (that of the equivalent .uigcs file)
+    /// Scale-out: decode the packets that gateways publish to NATS JetStream (`--nats`) and
+    /// publish the frames; run any number of them, on any machine
+    #[cfg(feature = "nats")]
+    DecodeWorker(gateway_cmd::WorkerArgs),
+    /// Scale-out viewer: the decoded frames of the JetStream frame stream, a JSON line each
+    /// (and PNG files)
+    #[cfg(feature = "nats")]
+    Frames(gateway_cmd::FramesArgs),
     #[cfg(feature = "gateway")]
     ArchiveCheck {
         /// Archive root
@@ -541,6 +549,10 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Gateway(a) => gateway_cmd::gateway(a)?,
         #[cfg(feature = "gateway")]
         Command::Replay(a) => gateway_cmd::replay(a)?,
+        #[cfg(feature = "nats")]
+        Command::DecodeWorker(a) => gateway_cmd::decode_worker(a)?,
+        #[cfg(feature = "nats")]
+        Command::Frames(a) => gateway_cmd::frames(a)?,
         #[cfg(feature = "gateway")]
         Command::ArchiveCheck { archive } => gateway_cmd::archive_check(&archive)?,
         Command::Info { input } => {

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::colour::ColourThumb;
+use super::colour::{ColourParams, ColourThumb};
 use super::error::{Error, PacketError, Result};
 use super::frame::RgbImage;
 use super::prior::TokenGrid;
@@ -645,6 +645,165 @@ impl StreamDecoder {
         r.map(|f| f.status)
     }
 
+    /// The receiver's state as bytes, for another process to go on with the stream
+    /// ([`Self::from_state`]): the reference (frame counter, size, token grid, colour thumbnail,
+    /// last change mask), the sync/recovery position and the counters. The last picture and the
+    /// renderer's tiles are not part of it: the restored receiver renders its next picture in
+    /// full, and a packet it cannot apply before that is an error instead of the repeated
+    /// picture. Its tokens, and so every later picture's tokens, are those this receiver would
+    /// have reached.
+    pub fn state(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(STATE_MAGIC);
+        let flags = u8::from(self.synced) | u8::from(self.recovering) << 1;
+        out.push(flags);
+        out.extend_from_slice(&(self.exact_rows as u32).to_le_bytes());
+        for v in [
+            self.stats.exact,
+            self.stats.concealed,
+            self.stats.dropped,
+            self.stats.recoveries,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        let Some(r) = &self.reference else {
+            out.push(0);
+            return out;
+        };
+        out.push(1);
+        for v in [
+            r.frame,
+            r.width,
+            r.height,
+            r.grid.rows as u32,
+            r.grid.cols as u32,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for t in &r.grid.tokens {
+            out.extend_from_slice(&t.to_le_bytes());
+        }
+        out.extend(r.changed.iter().map(|&c| u8::from(c)));
+        match &r.colour {
+            None => out.push(0),
+            Some(c) => {
+                out.push(1);
+                out.push(c.params.to_byte());
+                for plane in &c.planes {
+                    for v in plane {
+                        out.extend_from_slice(&v.to_le_bytes());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// A receiver restored from [`Self::state`] (rendering with the default policy). Tokens
+    /// must be below `codebook_size` (the model's); anything malformed is an
+    /// [`Error::InvalidArgument`], never a panic.
+    pub fn from_state(data: &[u8], codebook_size: usize) -> Result<Self> {
+        let bad = |what: &str| Error::InvalidArgument(format!("decoder state: {what}"));
+        let mut r = StateReader { data, pos: 0 };
+        if r.take(STATE_MAGIC.len()).ok_or_else(|| bad("truncated"))? != STATE_MAGIC {
+            return Err(bad("not a uigc decoder state"));
+        }
+        let flags = r.u8().ok_or_else(|| bad("truncated"))?;
+        if flags > 3 {
+            return Err(bad("unknown flags"));
+        }
+        let exact_rows = r.u32().ok_or_else(|| bad("truncated"))? as usize;
+        let mut st = [0u64; 4];
+        for v in &mut st {
+            *v = r.u64().ok_or_else(|| bad("truncated"))?;
+        }
+        let mut dec = Self {
+            synced: flags & 1 != 0,
+            recovering: flags & 2 != 0,
+            exact_rows,
+            stats: StreamStats {
+                exact: st[0],
+                concealed: st[1],
+                dropped: st[2],
+                recoveries: st[3],
+            },
+            full_next: true,
+            ..Self::default()
+        };
+        match r.u8().ok_or_else(|| bad("truncated"))? {
+            0 => {}
+            1 => {
+                let mut h = [0u32; 5];
+                for v in &mut h {
+                    *v = r.u32().ok_or_else(|| bad("truncated"))?;
+                }
+                let [frame, width, height, rows, cols] = h;
+                let n = (rows as usize)
+                    .checked_mul(cols as usize)
+                    .filter(|&n| n > 0 && n <= MAX_STATE_TOKENS)
+                    .ok_or_else(|| bad("token grid size"))?;
+                if width == 0 || height == 0 || exact_rows > rows as usize {
+                    return Err(bad("frame size"));
+                }
+                let mut tokens = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let t = r.u16().ok_or_else(|| bad("truncated"))?;
+                    if t as usize >= codebook_size {
+                        return Err(bad("token outside the codebook"));
+                    }
+                    tokens.push(t);
+                }
+                let changed = r.take(n).ok_or_else(|| bad("truncated"))?;
+                if changed.iter().any(|&c| c > 1) {
+                    return Err(bad("change mask"));
+                }
+                let changed = changed.iter().map(|&c| c == 1).collect();
+                let colour = match r.u8().ok_or_else(|| bad("truncated"))? {
+                    0 => None,
+                    1 => {
+                        let b = r.u8().ok_or_else(|| bad("truncated"))?;
+                        let params = ColourParams::from_byte(b).map_err(|e| bad(&e.to_string()))?;
+                        let (crows, ccols) = params.grid(width, height);
+                        let planes: [Vec<i32>; 3] = {
+                            let mut planes: [Vec<i32>; 3] = Default::default();
+                            for (p, plane) in planes.iter_mut().enumerate() {
+                                let (lo, hi) = params.range(p);
+                                for _ in 0..crows * ccols {
+                                    let v = r.u32().ok_or_else(|| bad("truncated"))? as i32;
+                                    if !(lo..=hi).contains(&v) {
+                                        return Err(bad("colour value out of range"));
+                                    }
+                                    plane.push(v);
+                                }
+                            }
+                            planes
+                        };
+                        Some(ColourThumb {
+                            params,
+                            rows: crows,
+                            cols: ccols,
+                            planes,
+                        })
+                    }
+                    _ => return Err(bad("colour flag")),
+                };
+                dec.reference = Some(Reference {
+                    frame,
+                    width,
+                    height,
+                    grid: TokenGrid::new(rows as usize, cols as usize, tokens),
+                    colour,
+                    changed,
+                });
+            }
+            _ => return Err(bad("reference flag")),
+        }
+        if r.pos != data.len() {
+            return Err(bad("trailing bytes"));
+        }
+        Ok(dec)
+    }
+
     fn decode_inner(&mut self, model: &mut Model, data: &[u8]) -> Result<StreamFrame> {
         let header = super::bitstream::parse_packet(data)?.header;
         let Some(inter) = header.inter else {
@@ -818,6 +977,37 @@ impl StreamDecoder {
             }
             .into()),
         }
+    }
+}
+
+/// First bytes of a [`StreamDecoder::state`] (the format's version is the last byte).
+const STATE_MAGIC: &[u8; 8] = b"UIGCDST1";
+/// Largest token grid a decoder state may hold (far above any frame a model accepts).
+const MAX_STATE_TOKENS: usize = 1 << 22;
+
+struct StateReader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> StateReader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let b = self.data.get(self.pos..end)?;
+        self.pos = end;
+        Some(b)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
     }
 }
 

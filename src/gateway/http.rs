@@ -112,7 +112,24 @@ pub fn totals_json(gw: &Gateway) -> serde_json::Value {
         "shed": c.shed.load(Ordering::Relaxed),
         "truncated_bytes": c.truncated_bytes.load(Ordering::Relaxed),
         "streams": gw.streams(),
+        "nats": nats_json(gw),
     })
+}
+
+/// The JetStream publisher's counters (`null` without `--nats`).
+fn nats_json(gw: &Gateway) -> serde_json::Value {
+    #[cfg(feature = "nats")]
+    if let Some(p) = &gw.nats {
+        let c = &p.counters;
+        return serde_json::json!({
+            "published": c.published.load(Ordering::Relaxed),
+            "duplicates": c.duplicates.load(Ordering::Relaxed),
+            "errors": c.errors.load(Ordering::Relaxed),
+            "shed": c.shed.load(Ordering::Relaxed),
+        });
+    }
+    let _ = gw;
+    serde_json::Value::Null
 }
 
 async fn streams_json(State(gw): State<Gw>) -> Response {
@@ -198,7 +215,7 @@ fn latest(gw: &Gateway, id: u32) -> Option<(Arc<RgbImage>, u64)> {
     Some((v.latest.clone()?, v.generation))
 }
 
-fn encode(img: &RgbImage, png: bool) -> Result<Vec<u8>, String> {
+pub(crate) fn encode(img: &RgbImage, png: bool) -> Result<Vec<u8>, String> {
     use image::ImageEncoder;
     let mut out = Vec::new();
     let r = if png {

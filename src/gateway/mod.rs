@@ -20,6 +20,8 @@
 
 pub mod archive;
 pub mod http;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod server;
 
 use std::collections::{HashMap, VecDeque};
@@ -57,6 +59,9 @@ pub struct GatewayConfig {
     pub decode_workers: usize,
     /// Decode queue length per worker.
     pub decode_queue: usize,
+    /// Publish every archived packet to NATS JetStream (decode workers elsewhere).
+    #[cfg(feature = "nats")]
+    pub nats: Option<nats::NatsConfig>,
 }
 
 /// Why a packet was refused (each has a counter).
@@ -236,6 +241,9 @@ pub struct Gateway {
     pub model_ids: Vec<ModelId>,
     ingest: Mutex<HashMap<u32, StreamIngest>>,
     workers: Vec<SyncSender<Job>>,
+    /// The JetStream publisher (`--nats`).
+    #[cfg(feature = "nats")]
+    pub nats: Option<nats::Publisher>,
 }
 
 /// Microseconds since the Unix epoch.
@@ -274,7 +282,11 @@ impl Gateway {
                 .map_err(|e| format!("decode worker: {e}"))?;
             workers.push(tx);
         }
+        #[cfg(feature = "nats")]
+        let nats = config.nats.clone().map(nats::Publisher::new);
         Ok(Arc::new(Self {
+            #[cfg(feature = "nats")]
+            nats,
             config,
             counters: Counters::default(),
             views,
@@ -358,10 +370,21 @@ impl Gateway {
                 }
                 s.bucket -= data.len() as f64;
             }
-            s.archive.append(now, data).map_err(|e| {
+            let _seq = s.archive.append(now, data).map_err(|e| {
                 log::error!("archive of stream {id}: {e}");
                 Refusal::ArchiveError
             })?;
+            // Queued under the stream's lock: the server gets a stream's packets in archive
+            // order.
+            #[cfg(feature = "nats")]
+            if let Some(p) = &self.nats {
+                p.offer(nats::Outgoing {
+                    stream: id,
+                    seq: _seq,
+                    time_us: now,
+                    packet: bytes::Bytes::copy_from_slice(data),
+                });
+            }
         }
         self.view(id, |v| v.on_packet(header.frame, data.len(), now));
         if !self.workers.is_empty() {

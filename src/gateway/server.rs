@@ -71,6 +71,11 @@ async fn serve(gw: Arc<Gateway>, listen: Listen, ready: impl FnOnce(&Bound)) -> 
     let (tcp, bound_tcp) = bind_tcp(listen.tcp, "TCP").await?;
     let (http, bound_http) = bind_tcp(listen.http, "HTTP").await?;
     (bound.tcp, bound.http) = (bound_tcp, bound_http);
+    #[cfg(feature = "nats")]
+    if let Some(p) = &gw.nats {
+        // Before the ready line: a server that cannot be reached fails the start.
+        p.start().await?;
+    }
     ready(&bound);
     if let Some(s) = udp {
         tokio::spawn(udp_loop(gw.clone(), s));

@@ -49,8 +49,9 @@ pub struct GatewayArgs {
     #[arg(long, value_name = "B/S", default_value_t = gateway::DEFAULT_STREAM_RATE)]
     stream_rate: u64,
     /// Decode worker threads, each with its own copy of the models (0: archive only)
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    decode_workers: usize,
+    /// [default: 1; 0 with --nats]
+    #[arg(long, value_name = "N")]
+    decode_workers: Option<usize>,
     /// Decode queue per worker: packets beyond it are archived but not decoded (shed)
     #[arg(long, value_name = "N", default_value_t = gateway::DEFAULT_DECODE_QUEUE)]
     decode_queue: usize,
@@ -60,6 +61,23 @@ pub struct GatewayArgs {
     /// Print a JSON line of totals every this many seconds (0: never)
     #[arg(long, value_name = "S", default_value_t = 10.0)]
     stats_every: f64,
+    /// Publish every archived packet to this NATS JetStream server for `uigc decode-worker`s
+    /// on other machines (docs/gateway.md, "Scale-out")
+    #[cfg(feature = "nats")]
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// Partitions of the packet stream: the most workers busy at once (fixed per server)
+    #[cfg(feature = "nats")]
+    #[arg(long, value_name = "N", default_value_t = gateway::nats::DEFAULT_PARTITIONS)]
+    nats_partitions: u32,
+    /// Archived packets waiting to be published; beyond it they are archived only (counted)
+    #[cfg(feature = "nats")]
+    #[arg(long, value_name = "N", default_value_t = 65536)]
+    nats_queue: usize,
+    /// Size cap of the packet stream on the server in MiB (full: packets wait in the queue)
+    #[cfg(feature = "nats")]
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    nats_max_mib: i64,
     #[command(flatten)]
     model: ModelArgs,
 }
@@ -93,8 +111,21 @@ pub fn gateway(a: GatewayArgs) -> Result<(), String> {
         stream_rate: a.stream_rate,
         models,
         runtime: runtime_options(&a.model),
-        decode_workers: a.decode_workers,
+        decode_workers: a.decode_workers.unwrap_or({
+            #[cfg(feature = "nats")]
+            let n = usize::from(a.nats.is_none());
+            #[cfg(not(feature = "nats"))]
+            let n = 1;
+            n
+        }),
         decode_queue: a.decode_queue,
+        #[cfg(feature = "nats")]
+        nats: a.nats.clone().map(|url| gateway::nats::NatsConfig {
+            url,
+            partitions: a.nats_partitions,
+            queue: a.nats_queue,
+            max_bytes: a.nats_max_mib.max(1) << 20,
+        }),
     };
     let listen = server::Listen {
         udp: addr(&a.udp, "udp")?,
@@ -382,4 +413,122 @@ pub fn archive_check(root: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(feature = "nats")]
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// NATS JetStream server the gateways publish to
+    #[arg(long, value_name = "URL")]
+    nats: String,
+    /// Name written into each frame [default: decode-<pid>]
+    #[arg(long)]
+    name: Option<String>,
+    /// Seconds the server waits for a packet's ack before it gives the packet to another
+    /// worker (used when the consumers are created, by the first worker)
+    #[arg(long, value_name = "S", default_value_t = 30.0)]
+    ack_wait: f64,
+    /// Size cap of the frame stream on the server in MiB (oldest frames dropped)
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    frames_max_mib: i64,
+    /// Publish frames without their PNG (status and token digest only)
+    #[arg(long)]
+    no_png: bool,
+    /// Stop after this many packets (0: run until stopped)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    max_packets: u64,
+    /// Print a JSON line of counters every this many seconds (0: never)
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    stats_every: f64,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+/// `uigc decode-worker`: decodes packets from the JetStream packet stream, publishes frames.
+#[cfg(feature = "nats")]
+pub fn decode_worker(a: WorkerArgs) -> Result<(), String> {
+    let models = if a.model.model.is_empty() {
+        vec![codec::default_model_dir().map_err(|e| e.to_string())?]
+    } else {
+        a.model.model.clone()
+    };
+    if !(a.ack_wait > 0.0 && a.ack_wait.is_finite()) {
+        return Err(format!("--ack-wait {}: must be positive", a.ack_wait));
+    }
+    let cfg = gateway::nats::WorkerConfig {
+        url: a.nats.clone(),
+        name: a
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("decode-{}", std::process::id())),
+        models,
+        runtime: runtime_options(&a.model),
+        ack_wait: Duration::from_secs_f64(a.ack_wait),
+        frames_max_bytes: a.frames_max_mib.max(1) << 20,
+        png: !a.no_png,
+        max_packets: a.max_packets,
+    };
+    let name = cfg.name.clone();
+    let t0 = Instant::now();
+    let mut last = Instant::now();
+    let line = |s: &gateway::nats::WorkerStats| {
+        let mut v = serde_json::to_value(s).unwrap_or_default();
+        v["worker"] = name.clone().into();
+        v["uptime_s"] = t0.elapsed().as_secs_f64().into();
+        let n = (s.decoded + s.errors).max(1) as f64;
+        v["decode_ms_mean"] = (s.decode_ms_total / n).into();
+        println!("{v}");
+        let _ = std::io::stdout().flush();
+    };
+    let stats = gateway::nats::run_worker(
+        cfg,
+        |partitions| {
+            println!("{{\"ready\": true, \"partitions\": {partitions}}}");
+            let _ = std::io::stdout().flush();
+        },
+        |s| {
+            if a.stats_every > 0.0 && last.elapsed().as_secs_f64() >= a.stats_every {
+                last = Instant::now();
+                line(s);
+            }
+        },
+    )?;
+    line(&stats);
+    Ok(())
+}
+
+#[cfg(feature = "nats")]
+#[derive(Args)]
+pub struct FramesArgs {
+    /// NATS JetStream server the decode workers publish to
+    #[arg(long, value_name = "URL")]
+    nats: String,
+    /// Only this stream id [default: all]
+    #[arg(long)]
+    stream: Option<u32>,
+    /// Write each frame's PNG into this folder (<stream>_<seq>.png)
+    #[arg(short, long, value_name = "DIR")]
+    output: Option<PathBuf>,
+    /// Stop when no frame arrives for this many seconds (0: follow until stopped)
+    #[arg(long, value_name = "S", default_value_t = 2.0)]
+    idle: f64,
+}
+
+/// `uigc frames`: a viewer of the frame stream, from its start: a JSON line per frame (and PNGs).
+#[cfg(feature = "nats")]
+pub fn frames(a: FramesArgs) -> Result<(), String> {
+    if let Some(dir) = &a.output {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let idle = (a.idle > 0.0).then(|| Duration::from_secs_f64(a.idle));
+    gateway::nats::read_frames(&a.nats, a.stream, idle, |f| {
+        if let (Some(dir), false) = (&a.output, f.png.is_empty()) {
+            let p = dir.join(format!("{}_{:06}.png", f.stream, f.seq));
+            std::fs::write(&p, &f.png).map_err(|e| format!("{}: {e}", p.display()))?;
+        }
+        let mut v = serde_json::to_value(&f).map_err(|e| e.to_string())?;
+        v["png_bytes"] = f.png.len().into();
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{v}").map_err(|e| format!("stdout: {e}"))
+    })
 }
