@@ -35,7 +35,6 @@ impl Drop for Proc {
 fn spawn(cmd: &mut Command) -> Proc {
     let mut child = cmd
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
         .spawn()
         .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
     let stdout = child.stdout.take().unwrap();
@@ -159,7 +158,8 @@ fn start_nats(dir: &Path) -> Option<(Proc, String)> {
     let p = spawn(
         Command::new(bin)
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(dir),
+            .arg(dir)
+            .stderr(Stdio::null()),
     );
     let t = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {

@@ -132,21 +132,28 @@ async fn state_bucket(js: &Context) -> Result<kv::Store, String> {
     if let Ok(s) = js.get_key_value(STATE_BUCKET).await {
         return Ok(s);
     }
-    match js
-        .create_key_value(kv::Config {
-            bucket: STATE_BUCKET.into(),
-            history: 1,
+    // The bucket's stream as `create_key_value` makes it (which asks for the account's info
+    // first, a reply async-nats 0.51 does not parse from nats-server 2.9): one value per key.
+    let created = js
+        .get_or_create_stream(stream::Config {
+            name: format!("KV_{STATE_BUCKET}"),
+            subjects: vec![format!("$KV.{STATE_BUCKET}.>")],
+            max_messages_per_subject: 1,
+            max_message_size: -1,
             storage: stream::StorageType::File,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
             ..Default::default()
         })
-        .await
-    {
+        .await;
+    match js.get_key_value(STATE_BUCKET).await {
         Ok(s) => Ok(s),
-        // Another process created it first.
-        Err(e) => js
-            .get_key_value(STATE_BUCKET)
-            .await
-            .map_err(|_| format!("NATS bucket {STATE_BUCKET}: {e}")),
+        Err(e) => Err(match created {
+            Err(c) => format!("NATS bucket {STATE_BUCKET}: {c}"),
+            Ok(_) => format!("NATS bucket {STATE_BUCKET}: {e}"),
+        }),
     }
 }
 
