@@ -109,7 +109,14 @@ fn worker(url: &str, name: &str) -> Proc {
         Command::new(env!("CARGO_BIN_EXE_uigc"))
             .args(["decode-worker", "--nats", url, "--name", name])
             // A killed worker's packets go to the other one after 2 s; a line per packet.
-            .args(["--ack-wait", "2", "--stats-every", "0.000001", "--threads", "1"])
+            .args([
+                "--ack-wait",
+                "2",
+                "--stats-every",
+                "0.000001",
+                "--threads",
+                "1",
+            ])
             .arg("--model")
             .arg(common::tiny_model_dir()),
     );
@@ -163,7 +170,10 @@ fn start_nats(dir: &Path) -> Option<(Proc, String)> {
     );
     let t = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(20), "nats-server did not start");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "nats-server did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     Some((p, format!("nats://127.0.0.1:{port}")))
@@ -181,7 +191,14 @@ fn two_workers_one_killed_every_packet_decoded_exactly_once() {
             .args(["gateway", "--archive"])
             .arg(&archive)
             .args(["--udp", "127.0.0.1:0", "--http", "off", "--nats", &url])
-            .args(["--nats-partitions", "4", "--stats-every", "0", "--fsync", "never"])
+            .args([
+                "--nats-partitions",
+                "4",
+                "--stats-every",
+                "0",
+                "--fsync",
+                "never",
+            ])
             .args(["--threads", "1", "--model"])
             .arg(common::tiny_model_dir()),
     );
@@ -251,7 +268,10 @@ fn two_workers_one_killed_every_packet_decoded_exactly_once() {
     let mut model = common::load(&common::tiny_model_dir());
     let mut frames_of: HashMap<(u64, u64), &serde_json::Value> = HashMap::new();
     for f in &all {
-        frames_of.insert((f["stream"].as_u64().unwrap(), f["seq"].as_u64().unwrap()), f);
+        frames_of.insert(
+            (f["stream"].as_u64().unwrap(), f["seq"].as_u64().unwrap()),
+            f,
+        );
     }
     for (id, packets) in &devices {
         let mut dec = StreamDecoder::new();
@@ -261,7 +281,11 @@ fn two_workers_one_killed_every_packet_decoded_exactly_once() {
             let f = frames_of[&(*id as u64, seq as u64)];
             assert_eq!(f["status"], "exact", "{f}");
             assert_eq!(f["frame"], seq as u64, "{f}");
-            assert_eq!(f["tokens"], tokens_digest(&dec), "stream {id} packet {seq}: {f}");
+            assert_eq!(
+                f["tokens"],
+                tokens_digest(&dec),
+                "stream {id} packet {seq}: {f}"
+            );
             assert!(f["png_bytes"].as_u64().unwrap() > 0, "{f}");
         }
     }

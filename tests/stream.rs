@@ -551,7 +551,9 @@ fn decoder_state_restored_mid_stream_goes_on_exactly() {
         })
         .collect();
     assert!(
-        expected.iter().any(|(s, _, _)| *s != Some(FrameStatus::Exact)),
+        expected
+            .iter()
+            .any(|(s, _, _)| *s != Some(FrameStatus::Exact)),
         "the loss shows"
     );
     assert_eq!(expected.last().unwrap().0, Some(FrameStatus::Exact));
@@ -578,7 +580,10 @@ fn decoder_state_restored_mid_stream_goes_on_exactly() {
     }
     let state = dec.state();
     for n in 0..state.len() {
-        assert!(StreamDecoder::from_state(&state[..n], codebook).is_err(), "{n} bytes");
+        assert!(
+            StreamDecoder::from_state(&state[..n], codebook).is_err(),
+            "{n} bytes"
+        );
     }
     let mut longer = state.clone();
     longer.push(0);

@@ -274,11 +274,7 @@ pub async fn publish_loop(
     counters: Arc<PublishCounters>,
 ) {
     while let Some(o) = rx.recv().await {
-        let subject = format!(
-            "uigc.pkt.{}.{}",
-            partition(o.stream, partitions),
-            o.stream
-        );
+        let subject = format!("uigc.pkt.{}.{}", partition(o.stream, partitions), o.stream);
         let mut headers = HeaderMap::new();
         headers.insert(hdr::MSG_ID, msg_id(o.stream, o.seq).as_str());
         headers.insert(hdr::STREAM, o.stream.to_string().as_str());
@@ -503,7 +499,10 @@ async fn handle(
     stats: &mut WorkerStats,
     m: &jetstream::Message,
 ) -> Result<(), String> {
-    let js_seq = m.info().map_err(|e| format!("no delivery info: {e}"))?.stream_sequence;
+    let js_seq = m
+        .info()
+        .map_err(|e| format!("no delivery info: {e}"))?
+        .stream_sequence;
     let parse = |name: &str| -> Result<u64, String> {
         header(&m.message, name)
             .and_then(|v| v.parse().ok())
@@ -520,7 +519,9 @@ async fn handle(
     let (revision, applied, state) = match &entry {
         Some(e) if e.operation == kv::Operation::Put && e.value.len() >= 8 => (
             e.revision,
-            Some(u64::from_le_bytes(e.value[..8].try_into().expect("8 bytes"))),
+            Some(u64::from_le_bytes(
+                e.value[..8].try_into().expect("8 bytes"),
+            )),
             Some(e.value.slice(8..)),
         ),
         Some(e) => (e.revision, None, None),
@@ -599,7 +600,9 @@ async fn handle(
         }
     };
     let written = if revision == 0 {
-        kv.create(key.as_str(), value).await.map_err(|e| e.to_string())
+        kv.create(key.as_str(), value)
+            .await
+            .map_err(|e| e.to_string())
     } else {
         kv.update(key.as_str(), value, revision)
             .await
