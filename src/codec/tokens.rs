@@ -103,6 +103,39 @@ impl MaskModel {
     }
 }
 
+/// The limits of a decoder with `max_pixels` and `work_limit` that need no model (what
+/// [`TokenCodec::check_limits`] checks besides the model id; the `uigcparse` element checks
+/// them in the receiving thread): the coded size within `max_pixels`
+/// ([`PacketError::FrameTooLarge`]) and at most `max(work_limit, packet_len)` tokens
+/// ([`PacketError::TooMuchWork`]).
+pub fn check_work(
+    header: &Header,
+    packet_len: usize,
+    max_pixels: u64,
+    work_limit: u64,
+) -> Result<(), PacketError> {
+    let (cw, ch) = header.coded_size();
+    if cw as u64 * ch as u64 > max_pixels {
+        return Err(PacketError::FrameTooLarge {
+            width: cw,
+            height: ch,
+            max_pixels,
+        });
+    }
+    let (rows, cols) = header.grid();
+    let tokens = (rows * cols) as u64;
+    if tokens > work_limit.max(packet_len as u64) {
+        return Err(PacketError::TooMuchWork {
+            width: cw,
+            height: ch,
+            tokens,
+            bytes: packet_len,
+            limit: work_limit,
+        });
+    }
+    Ok(())
+}
+
 impl TokenCodec {
     pub fn new(model_id: ModelId, schedule: Schedule, prior: Box<dyn Prior>) -> Self {
         Self {
@@ -154,26 +187,7 @@ impl TokenCodec {
                 decoder_model: self.model_id.to_string(),
             });
         }
-        let (cw, ch) = header.coded_size();
-        if cw as u64 * ch as u64 > self.max_pixels {
-            return Err(PacketError::FrameTooLarge {
-                width: cw,
-                height: ch,
-                max_pixels: self.max_pixels,
-            });
-        }
-        let (rows, cols) = header.grid();
-        let tokens = (rows * cols) as u64;
-        if tokens > self.work_limit.max(packet_len as u64) {
-            return Err(PacketError::TooMuchWork {
-                width: cw,
-                height: ch,
-                tokens,
-                bytes: packet_len,
-                limit: self.work_limit,
-            });
-        }
-        Ok(())
+        check_work(header, packet_len, self.max_pixels, self.work_limit)
     }
 
     /// Refuses (before any work) a frame a decoder with this codec's `max-pixels` would refuse
