@@ -58,12 +58,10 @@ impl UigcParse {
     fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
         match event.view() {
             gst::EventView::Caps(_) => *lock(&self.caps_sent) = true,
-            gst::EventView::Segment(_) => {
-                if !std::mem::replace(&mut *lock(&self.caps_sent), true) {
-                    let caps = gst::Caps::builder("video/x-uigc").build();
-                    if !self.srcpad.push_event(gst::event::Caps::new(&caps)) {
-                        gst::warning!(CAT, imp = self, "Downstream refused {caps:?}");
-                    }
+            gst::EventView::Segment(_) if !std::mem::replace(&mut *lock(&self.caps_sent), true) => {
+                let caps = gst::Caps::builder("video/x-uigc").build();
+                if !self.srcpad.push_event(gst::event::Caps::new(&caps)) {
+                    gst::warning!(CAT, imp = self, "Downstream refused {caps:?}");
                 }
             }
             gst::EventView::Eos(_) => self.post(self.checker.stats(STATS)),
