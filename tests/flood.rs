@@ -268,3 +268,52 @@ fn flood_without_uigcparse_loses_valid_packets() {
         "the old pipeline lost nothing this time ({o:?})"
     );
 }
+
+/// `uigcparse` alone: a valid packet passes unchanged; corrupt, truncated, oversized and
+/// over-limit datagrams are dropped, each in its counter.
+#[test]
+fn uigcparse_passes_valid_packets_and_counts_the_rest() {
+    init();
+    let good = std::fs::read(common::repo().join("tests/data/golden-packet/packet.uigc")).unwrap();
+    let parse = gst::ElementFactory::make("uigcparse").build().unwrap();
+    let mut h = gst_check::Harness::with_element(&parse, Some("sink"), Some("src"));
+    h.set_src_caps_str("video/x-uigc");
+    h.play();
+    let mut flipped = good.clone();
+    flipped[good.len() / 2] ^= 0x10;
+    let push = |h: &mut gst_check::Harness, d: &[u8]| {
+        h.push(gst::Buffer::from_slice(d.to_vec())).unwrap();
+    };
+    let count = |name: &str| parse.property::<u64>(name);
+    for d in [
+        &good[..],
+        &flipped[..],
+        b"not a packet",
+        &good[..good.len() - 1],
+        &[][..],
+    ] {
+        push(&mut h, d);
+    }
+    assert_eq!(h.buffers_received(), 1);
+    let out = h.pull().unwrap();
+    assert_eq!(out.map_readable().unwrap().as_slice(), &good[..]);
+    assert_eq!((count("packets-passed"), count("packets-corrupt")), (1, 4));
+    // The golden packet: a 330x200 frame, 273 tokens in 164 bytes.
+    parse.set_property("max-size", good.len() as u32 - 1);
+    push(&mut h, &good);
+    assert_eq!(count("packets-too-big"), 1);
+    parse.set_property("max-size", 65_507u32);
+    parse.set_property("max-pixels", 330u64 * 200 - 1);
+    push(&mut h, &good);
+    parse.set_property("max-pixels", gstuigc::codec::DEFAULT_MAX_PIXELS);
+    parse.set_property("work-limit", 272u64);
+    push(&mut h, &good);
+    assert_eq!(count("packets-over-limits"), 2);
+    parse.set_property("work-limit", 273u64);
+    push(&mut h, &good);
+    assert_eq!(h.buffers_received(), 2);
+    assert_eq!(count("packets-passed"), 2);
+    assert_eq!(count("packets-dropped"), 4 + 1 + 2);
+    let bytes = flipped.len() + 12 + good.len() - 1 + 3 * good.len();
+    assert_eq!(count("bytes-dropped"), bytes as u64);
+}
