@@ -50,7 +50,7 @@ flood=(--flood --flood-template "$pk/p_00001.uigc")
 [ -n "${NOFLOOD:-}" ] && flood=()
 "$linksim" --to "127.0.0.1:$port" "${flood[@]}" --idle-exit 3 >"$tmp/link.log" &
 link=$!
-for _ in $(seq 100); do grep -q '^port ' "$tmp/link.log" && break; sleep 0.1; done
+for _ in $(seq 100); do grep -q '^port ' "$tmp/link.log" 2>/dev/null && break; sleep 0.1; done
 lport="$(sed -n 's/^port //p' "$tmp/link.log")"
 start=$(date +%s.%N)
 python3 - "$pk" "$lport" "$fps" "$frames" <<'EOF'

@@ -57,13 +57,16 @@ pub struct DecodedTokens {
 /// max-pixels`).
 pub const DEFAULT_MAX_PIXELS: u64 = 3840 * 2160;
 
-/// Tokens a packet may make the decoder work on whatever its size, unless told otherwise: 2048
-/// (a 1024x512 frame; 768x512 and 768x576 fit). Above it a packet must carry at least one byte
-/// per token of its grid (the dense grid counts four per 16x16 pixels): the work a packet can
-/// cause grows with what it carries, so a 15-byte header cannot ask for a 4K frame. Measured on
-/// the project's 2-core machine (docs/reliability.md): a packet at the limit costs about 1.5 s
-/// of CPU and 0.3 GB. The encoder pads packets to this rule ([`EncodedPacket::padding`]).
-pub const DEFAULT_WORK_LIMIT: u64 = 2048;
+/// Tokens a packet may make the decoder work on whatever its size, unless told otherwise: 1536
+/// (a 768x512 frame, the Kodak size; 640x480 fits, 768x576 and 1024x512 need padding). Above it
+/// a packet must carry at least one byte per token of its grid (the dense grid counts four per
+/// 16x16 pixels): the work a packet can cause grows with what it carries, so a 15-byte header
+/// cannot ask for a 4K frame. A datagram of 1500 bytes may always carry up to 1500 tokens, so a
+/// lower default would not lower what the worst such packet costs. Measured on the project's
+/// 2-core machine (docs/reliability.md): a packet at the limit costs about 1.1-1.6 s of CPU
+/// and 0.25 GB (2048 before: 1.5-2.1 s). The encoder pads packets to this rule
+/// ([`EncodedPacket::padding`]).
+pub const DEFAULT_WORK_LIMIT: u64 = 1536;
 
 /// Codes token grids with one schedule and one prior, under one model id.
 pub struct TokenCodec {
