@@ -49,6 +49,9 @@ fn main() {
         write_packet(&hd, &[])
     };
     write("valid-16x16-0stages.uigc", &empty(16, 16, 0));
+    write("valid-640x480-0stages.uigc", &empty(640, 480, 0));
+    write("valid-768x512-0stages.uigc", &empty(768, 512, 0));
+    write("valid-768x528-0stages.uigc", &empty(768, 528, 0));
     write("valid-1024x512-0stages.uigc", &empty(1024, 512, 0));
     write("valid-1024x528-0stages.uigc", &empty(1024, 528, 0));
     write("valid-1920x1080-0stages.uigc", &empty(1920, 1080, 0));
@@ -59,6 +62,17 @@ fn main() {
     );
     // The same headers padded to one byte per token: what a default receiver accepts for them
     // (zero bytes decode as nothing; the packet is valid).
+    // 992x384 = 1488 tokens: the largest grid a 1500-byte packet may carry whatever the work
+    // limit (one token per byte), padded to 1500 bytes.
+    {
+        let mut hd = header(992, 384, 0, 0);
+        hd.check = check_value(&write_header_prefix(&hd), std::iter::empty());
+        let pad = 1500 - write_packet(&hd, &[]).len();
+        write(
+            "valid-992x384-0stages-1500B.uigc",
+            &write_packet(&hd, &vec![0; pad]),
+        );
+    }
     for (w, h) in [(1920u32, 1080u32), (3840, 2160)] {
         let mut hd = header(w, h, 0, 0);
         hd.check = check_value(&write_header_prefix(&hd), std::iter::empty());
@@ -82,7 +96,13 @@ fn main() {
             })
             .collect()
     };
-    for (w, h, stages) in [(1024, 512, 10u8), (3840, 2160, 1), (768, 512, 10)] {
+    for (w, h, stages) in [
+        (1024, 512, 10u8),
+        (3840, 2160, 1),
+        (768, 512, 10),
+        (992, 384, 10),
+        (640, 480, 10),
+    ] {
         let hd = header(w, h, stages, 0);
         let len = 1500 - write_packet(&hd, &[]).len();
         write(

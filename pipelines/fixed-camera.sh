@@ -13,8 +13,8 @@ props=("$@")
 [ ${#props[@]} -eq 0 ] && props=(target-bitrate=15000)
 out="$root/out/fixed-camera"
 rm -rf "$out"; mkdir -p "$out"
-gst-launch-1.0 -q udpsrc port="$PORT" address="$HOST" timeout=5000000000 \
-  ! uigcdec name=dec ! videoconvert ! pngenc ! multifilesink location="$out/frame_%05d.png" &
+gst-launch-1.0 -q uigcsrc port="$PORT" address="$HOST" \
+  ! queue max-size-buffers=64 max-size-bytes=0 max-size-time=0 leaky=downstream ! uigcdec name=dec ! videoconvert ! pngenc ! multifilesink location="$out/frame_%05d.png" &
 rx=$!
 sleep 1
 # The sender runs in real time (udpsink sync=true) and gets EOS (-e) after SECONDS.

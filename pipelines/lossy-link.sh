@@ -6,6 +6,8 @@
 # frames. Waits until the receiver has accounted for every datagram the link sent (deadline
 # 120 s: a receiver that cannot keep up says so), then prints the link's log and every counter
 # of uigcdec (frames sent = decoded + dropped + lost + late + lost after the last one).
+# The receiver is `udpsrc ! uigcdec` on purpose: it tests the decoder's own accounting of every
+# datagram (a deployed receiver puts uigcsrc and a queue in front: receive-display.sh).
 . "$(dirname "$0")/common.sh"
 drop="${1:-0.2}"; frames="${2:-100}"; file="${3:-$root/../shared/data/video/vtest.avi}"
 linksim="$GST_PLUGIN_PATH/uigc-linksim"

@@ -3,4 +3,5 @@
 . "$(dirname "$0")/common.sh"
 exec gst-launch-1.0 udpsrc port="$PORT" \
   caps="application/x-rtp,media=application,clock-rate=90000,encoding-name=X-GST" \
-  ! rtpjitterbuffer latency=200 ! rtpgstdepay ! uigcdec "$@" ! videoconvert ! $SINK
+  ! rtpjitterbuffer latency=200 ! rtpgstdepay ! uigcparse \
+  ! queue max-size-buffers=64 max-size-bytes=0 max-size-time=0 leaky=downstream ! uigcdec "$@" ! videoconvert ! $SINK

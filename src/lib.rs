@@ -23,11 +23,17 @@ mod element;
 mod uigcdec;
 #[cfg(feature = "gst")]
 mod uigcenc;
+#[cfg(feature = "gst")]
+mod uigcparse;
+#[cfg(feature = "gst")]
+mod uigcsrc;
 
 #[cfg(feature = "gst")]
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     uigcenc::register(plugin)?;
     uigcdec::register(plugin)?;
+    uigcparse::register(plugin)?;
+    uigcsrc::register(plugin)?;
     Ok(())
 }
 

@@ -94,24 +94,7 @@ impl Link {
     }
 
     fn hostile(&mut self, data: &[u8]) {
-        let r = splitmix(&mut self.rng);
-        let bad: Vec<u8> = match r % 3 {
-            0 => {
-                let n = 1 + (r >> 8) as usize % 300;
-                (0..n).map(|_| splitmix(&mut self.rng) as u8).collect()
-            }
-            1 => data[..(r >> 8) as usize % data.len().max(1)].to_vec(),
-            _ => {
-                let mut q = data.to_vec();
-                if !q.is_empty() {
-                    for _ in 0..1 + (r >> 8) % 3 {
-                        let bit = splitmix(&mut self.rng) as usize % (q.len() * 8);
-                        q[bit / 8] ^= 1 << (bit % 8);
-                    }
-                }
-                q
-            }
-        };
+        let bad = hostile_datagram(&mut self.rng, data, 300);
         let _ = self.socket.send_to(&bad, self.to);
         self.report.hostile += 1;
     }
@@ -146,6 +129,29 @@ impl Link {
         }
         self.send(index, data, twice);
         self.flush();
+    }
+}
+
+/// A hostile datagram made from `data` (a real packet, or empty): a third each random bytes
+/// (1..=`max_random` of them), a truncated copy, a copy with 1-3 flipped bits.
+pub fn hostile_datagram(rng: &mut u64, data: &[u8], max_random: usize) -> Vec<u8> {
+    let r = splitmix(rng);
+    match r % 3 {
+        0 => {
+            let n = 1 + (r >> 8) as usize % max_random.max(1);
+            (0..n).map(|_| splitmix(rng) as u8).collect()
+        }
+        1 => data[..(r >> 8) as usize % data.len().max(1)].to_vec(),
+        _ => {
+            let mut q = data.to_vec();
+            if !q.is_empty() {
+                for _ in 0..1 + (r >> 8) % 3 {
+                    let bit = splitmix(rng) as usize % (q.len() * 8);
+                    q[bit / 8] ^= 1 << (bit % 8);
+                }
+            }
+            q
+        }
     }
 }
 
@@ -282,5 +288,125 @@ impl LinkReport {
             e.tail = u64::from(last_sent - newest);
         }
         e
+    }
+}
+
+/// A flood of hostile datagrams (see [`Flooder`]).
+#[derive(Debug, Clone, Default)]
+pub struct FloodConfig {
+    pub seed: u64,
+    /// Real packets the flood damages (truncated and bit-flipped copies); without any, every
+    /// datagram is random bytes.
+    pub templates: Vec<Vec<u8>>,
+    /// Longest random datagram (bytes; at least 1).
+    pub max_random: usize,
+    /// Datagrams per second; 0: as fast as the thread can send.
+    pub rate: f64,
+}
+
+/// What a flood sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FloodReport {
+    pub datagrams: u64,
+    pub bytes: u64,
+    /// Sends the system refused (e.g. no buffer space): not counted in `datagrams`.
+    pub refused: u64,
+    pub seconds: f64,
+}
+
+impl FloodReport {
+    pub fn datagrams_per_s(&self) -> f64 {
+        self.datagrams as f64 / self.seconds.max(1e-9)
+    }
+
+    /// UDP payload bits per second, in Mbit/s.
+    pub fn mbit_per_s(&self) -> f64 {
+        self.bytes as f64 * 8.0 / 1e6 / self.seconds.max(1e-9)
+    }
+}
+
+/// Floods `to` with corrupt datagrams from a thread until finished: a pool of 4096 datagrams
+/// made once from the seed ([`hostile_datagram`]; a third of them random bytes; none that
+/// parses as a packet) is sent round and round, so the sending loop does nothing but send.
+pub struct Flooder {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<FloodReport>>,
+}
+
+impl Flooder {
+    pub fn start(to: SocketAddr, cfg: FloodConfig) -> io::Result<Self> {
+        let socket = UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
+        socket.connect(to)?;
+        let mut rng = cfg.seed;
+        let pool: Vec<Vec<u8>> = (0..4096)
+            .map(|i| {
+                let t = if cfg.templates.is_empty() {
+                    &[][..]
+                } else {
+                    &cfg.templates[i % cfg.templates.len()][..]
+                };
+                // Only corrupt datagrams: not empty, and none that parses (two flips of the
+                // same bit give back the real packet; 1 in 65,536 damaged copies passes the
+                // packet check).
+                loop {
+                    let d = hostile_datagram(&mut rng, t, cfg.max_random);
+                    if !d.is_empty() && crate::codec::bitstream::parse_packet(&d).is_err() {
+                        break d;
+                    }
+                }
+            })
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("uigc-flood".into())
+            .spawn(move || {
+                let t0 = Instant::now();
+                let mut r = FloodReport::default();
+                let mut i = 0usize;
+                while !stop2.load(Ordering::Relaxed) {
+                    for _ in 0..64 {
+                        let d = &pool[i % pool.len()];
+                        i += 1;
+                        match socket.send(d) {
+                            Ok(n) => {
+                                r.datagrams += 1;
+                                r.bytes += n as u64;
+                            }
+                            Err(_) => r.refused += 1,
+                        }
+                    }
+                    if cfg.rate > 0.0 {
+                        let due = t0 + Duration::from_secs_f64(r.datagrams as f64 / cfg.rate);
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
+                }
+                r.seconds = t0.elapsed().as_secs_f64();
+                r
+            })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the flood and returns what it sent.
+    pub fn finish(mut self) -> FloodReport {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread
+            .take()
+            .map(|t| t.join().expect("flood thread"))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Flooder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

@@ -313,7 +313,11 @@ impl Receiver {
     fn start() -> Self {
         init_in_process();
         let pipeline = gst::parse::launch(&format!(
-            "udpsrc name=u port=0 reuse=false address=127.0.0.1 ! uigcdec name=d {} \
+            // The tests send their packets in one burst: a receive buffer of 4 MiB holds them
+            // (768x576 frames are padded to 1728-byte datagrams for the default work limit; 49
+            // of them overflow the system's default buffer of 208 KiB).
+            "udpsrc name=u port=0 reuse=false address=127.0.0.1 buffer-size=4194304 \
+             ! uigcdec name=d {} \
              ! videoconvert ! fakesink name=s sync=false",
             tiny()
         ))

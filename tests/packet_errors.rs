@@ -359,28 +359,33 @@ fn token_check_mismatch_is_refused_after_one_pass() {
     assert_eq!(work, 96);
 }
 
-/// Valid packets that claim more work than they carry: with nothing coded, a 15-byte header
-/// may ask for at most the work limit (2048 tokens by default: 1024x512) and is decoded; one
+/// Valid packets that claim more work than they carry: with nothing coded, a 17-byte header
+/// may ask for at most the work limit (1536 tokens by default: 768x512) and is decoded; one
 /// more token row is refused before any work. Above the limit a packet must carry a byte per
-/// token: the encoder pads to that, so a decoder with the same limit accepts its packets.
+/// token: the encoder pads to that, so a decoder with the same limit accepts its packets. The
+/// worst packets of up to 1500 bytes a default receiver accepts ask for at most 1536 tokens,
+/// whatever their size: the 17-byte 768x512 header, a 1500-byte packet of 1488 tokens (992x384);
+/// each costs one prior pass over its grid. A 1500-byte packet of 1600 tokens (1024x400) is
+/// refused.
 #[test]
 fn packets_that_claim_more_work_than_they_carry_are_refused_before_any_work() {
     let mut c = codec(&tiny_model_dir());
     assert_eq!(c.work_limit(), DEFAULT_WORK_LIMIT);
-    assert_eq!(DEFAULT_WORK_LIMIT, 2048);
-    // 1024x512 = 64x32 tokens, nothing coded: valid, regenerated.
-    let at_limit = raw_packet(&c, 1023, 511, 0, &[]);
+    assert_eq!(DEFAULT_WORK_LIMIT, 1536);
+    // 768x512 = 48x32 tokens, nothing coded: valid, regenerated.
+    let at_limit = raw_packet(&c, 767, 511, 0, &[]);
     let at_limit = rewritten(&at_limit, |h| {
         h.check = bitstream::check_value(&bitstream::write_header_prefix(h), std::iter::empty())
     });
     let before = c.prior_work();
     let d = c.decode(&at_limit).unwrap();
     assert_eq!(d.coded.iter().filter(|&&k| k).count(), 0);
-    assert_eq!(c.prior_work() - before, 2048);
+    assert_eq!(c.prior_work() - before, 1536);
     for (w, h, flags, tokens) in [
-        (1024, 528, 0, 64 * 33),
+        (768, 528, 0, 48 * 33),
+        (1024, 512, 0, 64 * 32),
         (3840, 2160, 0, 240 * 135),
-        (512, 264, FLAG_DENSE, 64 * 33),
+        (384, 264, FLAG_DENSE, 48 * 33),
     ] {
         let q = rewritten(&at_limit, |hd| {
             (hd.width, hd.height, hd.flags) = (w, h, flags)
@@ -393,11 +398,41 @@ fn packets_that_claim_more_work_than_they_carry_are_refused_before_any_work() {
                 height: h * if flags == FLAG_DENSE { 2 } else { 1 },
                 tokens,
                 bytes: q.len(),
-                limit: 2048
+                limit: 1536
             }
         );
         assert_eq!(work, 0);
     }
+    // A 1500-byte datagram may carry a byte per token whatever the limit: 992x384 (1488
+    // tokens, zero padding: nothing coded) is decoded with one prior pass over its grid,
+    // 1024x400 (1600 tokens) is refused.
+    let padded = |w: u32, h: u32| {
+        let hd = rewritten(&at_limit, |hd| (hd.width, hd.height) = (w, h));
+        let p = parse_packet(&hd).unwrap();
+        let mut header = p.header.clone();
+        header.check =
+            bitstream::check_value(&bitstream::write_header_prefix(&header), std::iter::empty());
+        let len = write_packet(&header, &[]).len();
+        write_packet(&header, &vec![0; 1500 - len])
+    };
+    let big = padded(992, 384);
+    assert_eq!(big.len(), 1500);
+    let before = c.prior_work();
+    c.decode(&big).unwrap();
+    assert_eq!(c.prior_work() - before, 1488);
+    let (e, work) = refused(&mut c, &padded(1024, 400));
+    assert!(
+        matches!(
+            e,
+            PacketError::TooMuchWork {
+                tokens: 1600,
+                bytes: 1500,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(work, 0);
     // A lower limit on both ends: the encoder pads the 96-token packet to 96 bytes.
     let grid = TokenGrid::new(8, 12, (0..96).map(|i| ((i * 7) % 16) as u16).collect());
     let plain = c.encode(&grid, 190, 120, FrameParams::default()).unwrap();

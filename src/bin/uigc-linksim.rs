@@ -10,7 +10,7 @@ use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use gstuigc::linksim::{LinkConfig, Relay};
+use gstuigc::linksim::{FloodConfig, Flooder, LinkConfig, Relay};
 
 #[derive(Parser)]
 #[command(name = "uigc-linksim", about = "Lossy UDP link on loopback (seeded)")]
@@ -41,6 +41,20 @@ struct Args {
     /// End after this many seconds in any case (0: no limit).
     #[arg(long, default_value_t = 0.0)]
     duration: f64,
+    /// Also flood `--to` with hostile datagrams from a second thread, from start to end, as
+    /// fast as it can send (or at `--flood-rate`): random bytes, and truncated and bit-flipped
+    /// copies of `--flood-template`.
+    #[arg(long)]
+    flood: bool,
+    /// Datagrams per second of the flood (0: as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    flood_rate: f64,
+    /// Longest random datagram of the flood (bytes).
+    #[arg(long, default_value_t = 1400)]
+    flood_size: usize,
+    /// A real packet (.uigc file) the flood damages; repeatable.
+    #[arg(long, value_name = "FILE")]
+    flood_template: Vec<std::path::PathBuf>,
 }
 
 fn main() {
@@ -75,6 +89,28 @@ fn main() {
         eprintln!("uigc-linksim: error: cannot listen on {}: {e}", a.listen);
         std::process::exit(1);
     });
+    let flooder = a.flood.then(|| {
+        let templates = a
+            .flood_template
+            .iter()
+            .map(|p| {
+                std::fs::read(p).unwrap_or_else(|e| {
+                    eprintln!("uigc-linksim: error: cannot read {}: {e}", p.display());
+                    std::process::exit(1);
+                })
+            })
+            .collect();
+        let cfg = FloodConfig {
+            seed: a.seed ^ 0x9e37_79b9_7f4a_7c15,
+            templates,
+            max_random: a.flood_size.max(1),
+            rate: a.flood_rate,
+        };
+        Flooder::start(to, cfg).unwrap_or_else(|e| {
+            eprintln!("uigc-linksim: error: cannot start the flood: {e}");
+            std::process::exit(1);
+        })
+    });
     println!("port {}", relay.port);
     let _ = std::io::stdout().flush();
     let t0 = Instant::now();
@@ -91,6 +127,7 @@ fn main() {
             break;
         }
     }
+    let flood = flooder.map(Flooder::finish);
     let r = relay.finish();
     let e = r.expected();
     println!(
@@ -100,6 +137,10 @@ fn main() {
             "duplicated": r.duplicated, "reordered": r.reordered, "hostile": r.hostile,
             "expected": {"decoded": e.decoded, "lost": e.lost, "late": e.late,
                          "duplicate": e.duplicate, "tail": e.tail},
+            "flood": flood.map(|f| serde_json::json!({
+                "datagrams": f.datagrams, "bytes": f.bytes, "refused": f.refused,
+                "seconds": f.seconds, "datagrams_per_s": f.datagrams_per_s(),
+                "mbit_per_s": f.mbit_per_s()})),
         })
     );
 }

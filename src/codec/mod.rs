@@ -39,8 +39,8 @@ pub use stream::{
 };
 pub use temporal::{InterFrame, Reference};
 pub use tokens::{
-    Colour, DecodedTokens, EncodedPacket, FrameParams, KeepPolicy, RegenMode, TokenCodec,
-    DEFAULT_MAX_PIXELS, DEFAULT_WORK_LIMIT,
+    check_work, Colour, DecodedTokens, EncodedPacket, FrameParams, KeepPolicy, RegenMode,
+    TokenCodec, DEFAULT_MAX_PIXELS, DEFAULT_WORK_LIMIT,
 };
 
 /// Name of the model every command uses unless told otherwise.

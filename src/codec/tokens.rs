@@ -57,13 +57,16 @@ pub struct DecodedTokens {
 /// max-pixels`).
 pub const DEFAULT_MAX_PIXELS: u64 = 3840 * 2160;
 
-/// Tokens a packet may make the decoder work on whatever its size, unless told otherwise: 2048
-/// (a 1024x512 frame; 768x512 and 768x576 fit). Above it a packet must carry at least one byte
-/// per token of its grid (the dense grid counts four per 16x16 pixels): the work a packet can
-/// cause grows with what it carries, so a 15-byte header cannot ask for a 4K frame. Measured on
-/// the project's 2-core machine (docs/reliability.md): a packet at the limit costs about 1.5 s
-/// of CPU and 0.3 GB. The encoder pads packets to this rule ([`EncodedPacket::padding`]).
-pub const DEFAULT_WORK_LIMIT: u64 = 2048;
+/// Tokens a packet may make the decoder work on whatever its size, unless told otherwise: 1536
+/// (a 768x512 frame, the Kodak size; 640x480 fits, 768x576 and 1024x512 need padding). Above it
+/// a packet must carry at least one byte per token of its grid (the dense grid counts four per
+/// 16x16 pixels): the work a packet can cause grows with what it carries, so a 15-byte header
+/// cannot ask for a 4K frame. A datagram of 1500 bytes may always carry up to 1500 tokens, so a
+/// lower default would not lower what the worst such packet costs. Measured on the project's
+/// 2-core machine (docs/reliability.md): a packet at the limit costs about 1.1-1.6 s of CPU
+/// and 0.25 GB (2048 before: 1.5-2.1 s). The encoder pads packets to this rule
+/// ([`EncodedPacket::padding`]).
+pub const DEFAULT_WORK_LIMIT: u64 = 1536;
 
 /// Codes token grids with one schedule and one prior, under one model id.
 pub struct TokenCodec {
@@ -101,6 +104,39 @@ impl MaskModel {
     fn update(&mut self, ctx: usize, bit: usize) {
         self.counts[ctx][bit] += 1;
     }
+}
+
+/// The limits of a decoder with `max_pixels` and `work_limit` that need no model (what
+/// [`TokenCodec::check_limits`] checks besides the model id; the `uigcparse` element checks
+/// them in the receiving thread): the coded size within `max_pixels`
+/// ([`PacketError::FrameTooLarge`]) and at most `max(work_limit, packet_len)` tokens
+/// ([`PacketError::TooMuchWork`]).
+pub fn check_work(
+    header: &Header,
+    packet_len: usize,
+    max_pixels: u64,
+    work_limit: u64,
+) -> Result<(), PacketError> {
+    let (cw, ch) = header.coded_size();
+    if cw as u64 * ch as u64 > max_pixels {
+        return Err(PacketError::FrameTooLarge {
+            width: cw,
+            height: ch,
+            max_pixels,
+        });
+    }
+    let (rows, cols) = header.grid();
+    let tokens = (rows * cols) as u64;
+    if tokens > work_limit.max(packet_len as u64) {
+        return Err(PacketError::TooMuchWork {
+            width: cw,
+            height: ch,
+            tokens,
+            bytes: packet_len,
+            limit: work_limit,
+        });
+    }
+    Ok(())
 }
 
 impl TokenCodec {
@@ -154,26 +190,7 @@ impl TokenCodec {
                 decoder_model: self.model_id.to_string(),
             });
         }
-        let (cw, ch) = header.coded_size();
-        if cw as u64 * ch as u64 > self.max_pixels {
-            return Err(PacketError::FrameTooLarge {
-                width: cw,
-                height: ch,
-                max_pixels: self.max_pixels,
-            });
-        }
-        let (rows, cols) = header.grid();
-        let tokens = (rows * cols) as u64;
-        if tokens > self.work_limit.max(packet_len as u64) {
-            return Err(PacketError::TooMuchWork {
-                width: cw,
-                height: ch,
-                tokens,
-                bytes: packet_len,
-                limit: self.work_limit,
-            });
-        }
-        Ok(())
+        check_work(header, packet_len, self.max_pixels, self.work_limit)
     }
 
     /// Refuses (before any work) a frame a decoder with this codec's `max-pixels` would refuse
