@@ -360,32 +360,31 @@ fn token_check_mismatch_is_refused_after_one_pass() {
 }
 
 /// Valid packets that claim more work than they carry: with nothing coded, a 17-byte header
-/// may ask for at most the work limit (1536 tokens by default: 768x512) and is decoded; one
+/// may ask for at most the work limit (2048 tokens by default: 1024x512) and is decoded; one
 /// more token row is refused before any work. Above the limit a packet must carry a byte per
 /// token: the encoder pads to that, so a decoder with the same limit accepts its packets. The
-/// worst packets of up to 1500 bytes a default receiver accepts ask for at most 1536 tokens,
-/// whatever their size: the 17-byte 768x512 header, a 1500-byte packet of 1488 tokens (992x384);
-/// each costs one prior pass over its grid. A 1500-byte packet of 1600 tokens (1024x400) is
-/// refused.
+/// worst packets of up to 1500 bytes a default receiver accepts ask for at most 2048 tokens,
+/// whatever their size: the 17-byte 1024x512 header costs one prior pass over its grid, and so
+/// does a 1500-byte packet of 1488 tokens (992x384). A 1500-byte packet of 2112 tokens
+/// (1024x528) is refused.
 #[test]
 fn packets_that_claim_more_work_than_they_carry_are_refused_before_any_work() {
     let mut c = codec(&tiny_model_dir());
     assert_eq!(c.work_limit(), DEFAULT_WORK_LIMIT);
-    assert_eq!(DEFAULT_WORK_LIMIT, 1536);
-    // 768x512 = 48x32 tokens, nothing coded: valid, regenerated.
-    let at_limit = raw_packet(&c, 767, 511, 0, &[]);
+    assert_eq!(DEFAULT_WORK_LIMIT, 2048);
+    // 1024x512 = 64x32 tokens, nothing coded: valid, regenerated.
+    let at_limit = raw_packet(&c, 1023, 511, 0, &[]);
     let at_limit = rewritten(&at_limit, |h| {
         h.check = bitstream::check_value(&bitstream::write_header_prefix(h), std::iter::empty())
     });
     let before = c.prior_work();
     let d = c.decode(&at_limit).unwrap();
     assert_eq!(d.coded.iter().filter(|&&k| k).count(), 0);
-    assert_eq!(c.prior_work() - before, 1536);
+    assert_eq!(c.prior_work() - before, 2048);
     for (w, h, flags, tokens) in [
-        (768, 528, 0, 48 * 33),
-        (1024, 512, 0, 64 * 32),
+        (1024, 528, 0, 64 * 33),
         (3840, 2160, 0, 240 * 135),
-        (384, 264, FLAG_DENSE, 48 * 33),
+        (512, 264, FLAG_DENSE, 64 * 33),
     ] {
         let q = rewritten(&at_limit, |hd| {
             (hd.width, hd.height, hd.flags) = (w, h, flags)
@@ -398,14 +397,13 @@ fn packets_that_claim_more_work_than_they_carry_are_refused_before_any_work() {
                 height: h * if flags == FLAG_DENSE { 2 } else { 1 },
                 tokens,
                 bytes: q.len(),
-                limit: 1536
+                limit: 2048
             }
         );
         assert_eq!(work, 0);
     }
-    // A 1500-byte datagram may carry a byte per token whatever the limit: 992x384 (1488
-    // tokens, zero padding: nothing coded) is decoded with one prior pass over its grid,
-    // 1024x400 (1600 tokens) is refused.
+    // A 1500-byte datagram: 992x384 (1488 tokens, zero padding: nothing coded) is decoded with
+    // one prior pass over its grid, 1024x528 (2112 tokens) is refused.
     let padded = |w: u32, h: u32| {
         let hd = rewritten(&at_limit, |hd| (hd.width, hd.height) = (w, h));
         let p = parse_packet(&hd).unwrap();
@@ -420,12 +418,12 @@ fn packets_that_claim_more_work_than_they_carry_are_refused_before_any_work() {
     let before = c.prior_work();
     c.decode(&big).unwrap();
     assert_eq!(c.prior_work() - before, 1488);
-    let (e, work) = refused(&mut c, &padded(1024, 400));
+    let (e, work) = refused(&mut c, &padded(1024, 528));
     assert!(
         matches!(
             e,
             PacketError::TooMuchWork {
-                tokens: 1600,
+                tokens: 2112,
                 bytes: 1500,
                 ..
             }

@@ -21,8 +21,8 @@ use super::runtime::{open_session, ExecutionProvider, RuntimeOptions};
 /// instead of staying at its peak for the life of the session (measured: 3.7 GB kept after a
 /// 4K frame before, docs/reliability.md). Frames up to it keep the warm arena: without an arena
 /// every frame pays its page faults again (about 20 % more CPU on a 768x512 decode, measured).
-/// 2048 tokens (1024x512 frames; the default work limit when this was measured).
-pub const ARENA_SHRINK_ABOVE_TOKENS: usize = 2048;
+/// The default work limit (1024x512 frames).
+pub const ARENA_SHRINK_ABOVE_TOKENS: usize = super::tokens::DEFAULT_WORK_LIMIT as usize;
 
 /// Run options for a network pass over `tokens` tokens: shrink the CPU arena afterwards when the
 /// frame is large.

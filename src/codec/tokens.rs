@@ -57,16 +57,16 @@ pub struct DecodedTokens {
 /// max-pixels`).
 pub const DEFAULT_MAX_PIXELS: u64 = 3840 * 2160;
 
-/// Tokens a packet may make the decoder work on whatever its size, unless told otherwise: 1536
-/// (a 768x512 frame, the Kodak size; 640x480 fits, 768x576 and 1024x512 need padding). Above it
-/// a packet must carry at least one byte per token of its grid (the dense grid counts four per
-/// 16x16 pixels): the work a packet can cause grows with what it carries, so a 15-byte header
-/// cannot ask for a 4K frame. A datagram of 1500 bytes may always carry up to 1500 tokens, so a
-/// lower default would not lower what the worst such packet costs. Measured on the project's
-/// 2-core machine (docs/reliability.md): a packet at the limit costs about 1.1-1.6 s of CPU
-/// and 0.25 GB (2048 before: 1.5-2.1 s). The encoder pads packets to this rule
-/// ([`EncodedPacket::padding`]).
-pub const DEFAULT_WORK_LIMIT: u64 = 1536;
+/// Tokens a packet may make the decoder work on whatever its size, unless told otherwise: 2048
+/// (a 1024x512 frame; 640x480, 768x512 and 768x576 fit). Above it a packet must carry at least
+/// one byte per token of its grid (the dense grid counts four per 16x16 pixels): the work a
+/// packet can cause grows with what it carries, so a 15-byte header cannot ask for a 4K frame.
+/// Measured on the project's 2-core machine (docs/reliability.md): a packet at the limit costs
+/// about 1.3-1.7 s of CPU and 0.3 GB. 1536 was measured too (about 1.3 s in a receiver) and not
+/// taken: a datagram of 1500 bytes may carry 1500 tokens whatever the limit, so the worst case
+/// barely moves, while every packet of a 768x576 camera stream would be padded to 1728 bytes
+/// (about 10x its rate). The encoder pads packets to this rule ([`EncodedPacket::padding`]).
+pub const DEFAULT_WORK_LIMIT: u64 = 2048;
 
 /// Codes token grids with one schedule and one prior, under one model id.
 pub struct TokenCodec {

@@ -644,7 +644,7 @@ impl ObjectImpl for UigcDec {
                         "Tokens (16x16 pixels each, four for a dense packet) a packet may make \
                          the decoder work on whatever its size; above it a packet must carry one \
                          byte per token, else it is dropped before any work. Raise it (and the \
-                         sender's work-limit) for frames above 768x512 sent in small packets",
+                         sender's work-limit) for frames above 1024x512 sent in small packets",
                     )
                     .default_value(DEFAULT_WORK_LIMIT)
                     .mutable_ready()
