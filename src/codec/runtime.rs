@@ -455,6 +455,15 @@ fn build_session(
             .with_intra_threads(opts.threads)
             .map_err(|e| err(e.to_string()))?;
     }
+    // ONNX Runtime's worker threads spin after each run by default, waiting for the next; the
+    // prior runs right after the network on the same few cores, so spinning takes its CPU
+    // (docs/edge.md; UIGC_ORT_SPINNING=1 restores it, for comparisons).
+    let spin = std::env::var_os("UIGC_ORT_SPINNING").is_some_and(|v| v == "1");
+    builder = builder
+        .with_intra_op_spinning(spin)
+        .map_err(|e| err(e.to_string()))?
+        .with_inter_op_spinning(spin)
+        .map_err(|e| err(e.to_string()))?;
     let dispatch = provider_dispatch(ep, opts, network)?;
     if !dispatch.is_empty() {
         builder =
