@@ -19,7 +19,8 @@
 # Environment (run): UIGC_BIN (the uigc binary; default .gpu-carry/uigc, else target/release),
 # UIGC_ORT_LIBRARY (libonnxruntime.so; default: the one of python3's onnxruntime package),
 # OUT (results folder; default $OUT when set, else ./gpu-check-out), FRAMES (frames per stream,
-# default 10), TIME_LIMIT (seconds per command, default 240). Results: $OUT/gpu-check.log and
+# default 10), TIME_LIMIT (seconds per command, default 240), PYTHON (the python whose
+# onnxruntime to probe; default python3). Results: $OUT/gpu-check.log and
 # $OUT/summary.txt. Never fails silently: every step prints ok/FAILED and the error line.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -115,7 +116,7 @@ EOF
     [ -n "$lib" ] && export UIGC_ORT_LIBRARY="$lib"
   fi
   say "UIGC_ORT_LIBRARY=${UIGC_ORT_LIBRARY:-<default>}"
-  export UIGC_HOME="$out/uigc-home"   # engine caches land here, fresh for this check
+  # Engine caches: one fresh folder per provider and size under $out (--trt-cache below).
 
   # --- per provider and size -----------------------------------------------------------------
   local eps=(cpu cuda tensorrt tensorrt-fp16)
