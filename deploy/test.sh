@@ -27,6 +27,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
+echo "== cargo clippy --features cuda,tensorrt (the GPU providers compile without CUDA: docs/edge.md)"
+cargo clippy --features cuda,tensorrt --lib --bins --quiet -- -D warnings
 echo "== cargo test"
 # --no-fail-fast: every failing test binary reports (e.g. each missing data set is named).
 cargo test --quiet --no-fail-fast 2>&1 | tee /tmp/uigc-cargo-test.log

@@ -47,12 +47,103 @@ impl From<ExecutionProvider> for codec::ExecutionProvider {
 pub(crate) const DEFAULT_MODEL: &str = "";
 pub(crate) const DEFAULT_EP: ExecutionProvider = ExecutionProvider::Cpu;
 pub(crate) const DEFAULT_THREADS: u32 = 0;
+pub(crate) const DEFAULT_WARM_UP: &str = "auto";
+
+/// The GPU settings both elements share (`device-id`, `trt-cache`, `fp16`, `warm-up`).
+#[derive(Debug, Clone)]
+pub(crate) struct EpSettings {
+    pub device_id: u32,
+    /// Empty = the default cache (`~/.cache/uigc/trt/<model-id>-ort<v>-trt<v>`).
+    pub trt_cache: String,
+    pub fp16: bool,
+    /// `auto`, `off` or `WIDTHxHEIGHT`.
+    pub warm_up: String,
+}
+
+impl Default for EpSettings {
+    fn default() -> Self {
+        Self {
+            device_id: 0,
+            trt_cache: String::new(),
+            fp16: false,
+            warm_up: DEFAULT_WARM_UP.into(),
+        }
+    }
+}
+
+/// When and at which size an element runs its networks once before the first frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WarmUp {
+    /// On a GPU provider, at the default shape hint; not on the CPU.
+    Auto,
+    Off,
+    /// Always, at this size (also the TensorRT profile's optimum).
+    Size(u32, u32),
+}
+
+impl std::str::FromStr for WarmUp {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim().to_ascii_lowercase();
+        match s.as_str() {
+            "auto" | "" => Ok(Self::Auto),
+            "off" | "none" | "0" => Ok(Self::Off),
+            _ => s
+                .split_once('x')
+                .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+                .filter(|&(w, h)| {
+                    (1..=codec::bitstream::MAX_DIMENSION).contains(&w)
+                        && (1..=codec::bitstream::MAX_DIMENSION).contains(&h)
+                })
+                .map(|(w, h)| Self::Size(w, h))
+                .ok_or_else(|| {
+                    format!(
+                        "warm-up '{s}': expected auto, off or WIDTHxHEIGHT (1..{} each)",
+                        codec::bitstream::MAX_DIMENSION
+                    )
+                }),
+        }
+    }
+}
+
+impl EpSettings {
+    /// The warm-up setting, or a settings error.
+    pub(crate) fn warm_up(&self) -> Result<WarmUp, gst::ErrorMessage> {
+        self.warm_up
+            .parse()
+            .map_err(|e: String| gst::error_msg!(gst::LibraryError::Settings, ("{e}")))
+    }
+
+    /// Sets one of the shared GPU properties; false when `name` is not one of them.
+    pub(crate) fn set(&mut self, name: &str, value: &glib::Value) -> bool {
+        match name {
+            "device-id" => self.device_id = value.get().expect("type checked upstream"),
+            "trt-cache" => self.trt_cache = string_or(value, ""),
+            "fp16" => self.fp16 = value.get().expect("type checked upstream"),
+            "warm-up" => self.warm_up = string_or(value, DEFAULT_WARM_UP),
+            _ => return false,
+        }
+        true
+    }
+
+    /// The value of one of the shared GPU properties (`provider`: what runs the networks).
+    pub(crate) fn get(&self, name: &str, provider: &str) -> Option<glib::Value> {
+        Some(match name {
+            "device-id" => self.device_id.to_value(),
+            "trt-cache" => self.trt_cache.to_value(),
+            "fp16" => self.fp16.to_value(),
+            "warm-up" => self.warm_up.to_value(),
+            "provider" => provider.to_value(),
+            _ => return None,
+        })
+    }
+}
 
 /// The `model`, `ep` and `threads` properties of both elements. `network` names what the
 /// execution provider runs ("tokenizer" / "detokenizer"), `same_model` how the model must match
 /// the other end.
-pub(crate) fn model_properties(network: &str, same_model: &str) -> [glib::ParamSpec; 3] {
-    [
+pub(crate) fn model_properties(network: &str, same_model: &str) -> Vec<glib::ParamSpec> {
+    vec![
         glib::ParamSpecString::builder("model")
             .nick("Model")
             .blurb(&format!(
@@ -78,6 +169,50 @@ pub(crate) fn model_properties(network: &str, same_model: &str) -> [glib::ParamS
             .default_value(DEFAULT_THREADS)
             .mutable_ready()
             .build(),
+        glib::ParamSpecUInt::builder("device-id")
+            .nick("GPU device")
+            .blurb("GPU index for ep=cuda and ep=tensorrt")
+            .default_value(0)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("trt-cache")
+            .nick("TensorRT engine cache")
+            .blurb(
+                "Directory of TensorRT's engine and timing caches; empty = \
+                 ~/.cache/uigc/trt/<model-id>-ort<version>-trt<version> (UIGC_HOME replaces \
+                 ~/.cache/uigc), so a new model, ONNX Runtime or TensorRT builds afresh",
+            )
+            .default_value(Some(""))
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecBoolean::builder("fp16")
+            .nick("FP16")
+            .blurb(&format!(
+                "TensorRT builds the {network} network in FP16 (faster; tokens may differ \
+                 slightly from FP32, see docs/edge.md)"
+            ))
+            .default_value(false)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("warm-up")
+            .nick("Warm-up")
+            .blurb(
+                "Run the network once when the element starts (READY->PAUSED) so the first \
+                 frame is on time: auto (on a GPU provider, at 640x480), off, or \
+                 WIDTHxHEIGHT (always, at that size; also the size TensorRT's optimisation \
+                 profile is tuned for)",
+            )
+            .default_value(Some(DEFAULT_WARM_UP))
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("provider")
+            .nick("Provider")
+            .blurb(
+                "What runs each network since the element started (e.g. 'tokenizer encoder \
+                 on cpu'); the prior always runs on the CPU in exact integers",
+            )
+            .read_only()
+            .build(),
     ]
 }
 
@@ -102,7 +237,10 @@ pub(crate) fn load_models(
     model: &str,
     ep: ExecutionProvider,
     threads: u32,
+    gpu: &EpSettings,
+    role: codec::Role,
 ) -> Result<(codec::ModelSet, String), gst::ErrorMessage> {
+    let warm_up = gpu.warm_up()?;
     let dirs: Vec<PathBuf> = if model.trim().is_empty() {
         vec![codec::default_model_dir().map_err(|e| {
             gst::error_msg!(
@@ -117,6 +255,14 @@ pub(crate) fn load_models(
         library: None,
         provider: ep.into(),
         threads: threads as usize,
+        device_id: gpu.device_id,
+        trt_cache: (!gpu.trt_cache.trim().is_empty()).then(|| PathBuf::from(gpu.trt_cache.trim())),
+        fp16: gpu.fp16,
+        shape_hint: match warm_up {
+            WarmUp::Size(w, h) => Some((w, h)),
+            _ => None,
+        },
+        role,
     };
     let mut models = Vec::with_capacity(dirs.len());
     for dir in &dirs {
@@ -142,11 +288,11 @@ pub(crate) fn load_models(
         .zip(&dirs)
         .map(|(m, d)| {
             format!(
-                "model {} '{}' from {} on {}",
+                "model {} '{}' from {}: {}",
                 m.model_id(),
                 m.bundle().name,
                 d.display(),
-                m.provider()
+                m.describe_networks()
             )
         })
         .collect::<Vec<_>>()
@@ -154,6 +300,36 @@ pub(crate) fn load_models(
     let set = codec::ModelSet::new(models)
         .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{e}")))?;
     Ok((set, desc))
+}
+
+/// Runs the networks of `role` once per model as the `warm-up` setting says (see [`WarmUp`]);
+/// returns what was done, for the log, or `None`.
+pub(crate) fn warm_up(
+    set: &mut codec::ModelSet,
+    gpu: &EpSettings,
+    role: codec::Role,
+) -> Result<Option<String>, gst::ErrorMessage> {
+    let mut done = Vec::new();
+    for m in set.models_mut() {
+        let (w, h) = match gpu.warm_up()? {
+            WarmUp::Off => continue,
+            WarmUp::Size(w, h) => (w, h),
+            WarmUp::Auto if m.provider() == codec::ExecutionProvider::Cpu => continue,
+            WarmUp::Auto => codec::runtime::DEFAULT_SHAPE_HINT,
+        };
+        let took = m.warm_up(w, h, role).map_err(|e| {
+            gst::error_msg!(
+                gst::LibraryError::Init,
+                ("warm-up of model {} at {w}x{h} failed: {e}", m.model_id())
+            )
+        })?;
+        done.push(format!(
+            "model {} warmed up at {w}x{h} in {:.0} ms",
+            m.model_id(),
+            took.as_secs_f64() * 1e3
+        ));
+    }
+    Ok((!done.is_empty()).then(|| done.join(", ")))
 }
 
 /// Latency to report for a synchronous element whose mean processing time is `mean`: the mean

@@ -413,6 +413,78 @@ fn missing_model_fails_at_start_with_a_clear_error() {
     d.set_state(gst::State::Null).unwrap();
 }
 
+/// An explicit GPU provider that this machine (or build) cannot give fails the element's start
+/// with one error naming the provider, on both elements: never a silent CPU fallback. `auto`
+/// starts and says what it runs on. (On a machine with a working GPU provider the explicit
+/// request would succeed: then this test is skipped, see deploy/gpu-check.sh.)
+#[test]
+fn unavailable_gpu_provider_fails_the_start_never_falls_back() {
+    init();
+    if std::env::var_os("UIGC_TEST_GPU").is_some() {
+        eprintln!("skipped: UIGC_TEST_GPU says this machine has a GPU provider");
+        return;
+    }
+    for factory in ["uigcenc", "uigcdec"] {
+        for ep in ["cuda", "tensorrt"] {
+            let e = gst::ElementFactory::make(factory)
+                .property("model", tiny())
+                .build()
+                .unwrap();
+            e.set_property_from_str("ep", ep);
+            let err = start_error(&e);
+            assert!(
+                err.contains(&format!("execution provider '{ep}' is not available")),
+                "{factory} ep={ep}: {err}"
+            );
+            assert_eq!(e.property::<String>("provider"), "", "{factory} ep={ep}");
+        }
+        let e = gst::ElementFactory::make(factory)
+            .property("model", tiny())
+            .build()
+            .unwrap();
+        e.set_property_from_str("ep", "auto");
+        e.set_state(gst::State::Paused).unwrap();
+        let provider = e.property::<String>("provider");
+        e.set_state(gst::State::Null).unwrap();
+        assert!(
+            provider.contains(" on cpu"),
+            "{factory} ep=auto: {provider}"
+        );
+    }
+}
+
+/// `provider` names the networks each element opened (the encoder only the tokenizer encoder,
+/// the decoder only the decoder) and that the prior runs on the CPU; `warm-up=WxH` runs them
+/// at start, a malformed value fails the start.
+#[test]
+fn provider_property_names_the_open_networks_and_warm_up_runs_at_start() {
+    init();
+    let enc = encoder(&[("warm-up", "64x48")]);
+    enc.set_state(gst::State::Paused).unwrap();
+    let p = enc.property::<String>("provider");
+    enc.set_state(gst::State::Null).unwrap();
+    assert!(p.contains("tokenizer encoder on cpu"), "{p}");
+    assert!(!p.contains("tokenizer decoder"), "{p}");
+    assert!(p.contains("on cpu (exact integer)"), "{p}");
+
+    let dec = decoder(&tiny());
+    dec.set_property("warm-up", "off");
+    dec.set_state(gst::State::Paused).unwrap();
+    let p = dec.property::<String>("provider");
+    dec.set_state(gst::State::Null).unwrap();
+    assert!(p.contains("tokenizer decoder on cpu"), "{p}");
+    assert!(!p.contains("tokenizer encoder"), "{p}");
+
+    for bad in ["64x", "0x48", "big"] {
+        let e = encoder(&[("warm-up", bad)]);
+        let err = start_error(&e);
+        assert!(err.contains("warm-up"), "{bad}: {err}");
+    }
+    // The encoder still codes frames of another size after a warm-up.
+    let (_h, packets) = encode(encoder(&[("warm-up", "32x32")]), "RGB", 64, 48, 2);
+    assert_eq!(packets.len(), 2);
+}
+
 #[test]
 fn decoder_outputs_rgb_and_renegotiates_on_size_change() {
     init();

@@ -218,6 +218,71 @@ fn wait_until(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// `gst-launch-1.0 ... ! uigcenc ep=cuda ! ...` on a machine (or build) without that provider:
+/// the pipeline fails with one error line naming the provider and a non-zero exit, it never
+/// runs on the CPU instead. Same for the receiver's `uigcdec ep=tensorrt`.
+#[test]
+fn gst_launch_with_an_unavailable_gpu_provider_exits_with_an_error() {
+    let test = "gst_launch_with_an_unavailable_gpu_provider_exits_with_an_error";
+    if !have_gst_tools(test, &["videotestsrc", "fakesink"]) {
+        return;
+    }
+    if std::env::var_os("UIGC_TEST_GPU").is_some() {
+        eprintln!("skipped: UIGC_TEST_GPU says this machine has a GPU provider");
+        return;
+    }
+    let env = plugin_env("gpu-absent");
+    let model = tiny();
+    let runs: [(&str, Vec<&str>); 2] = [
+        (
+            "cuda",
+            vec![
+                "videotestsrc",
+                "num-buffers=2",
+                "!",
+                "video/x-raw,width=64,height=48",
+                "!",
+                "uigcenc",
+                "ep=cuda",
+                &model,
+                "!",
+                "fakesink",
+            ],
+        ),
+        (
+            "tensorrt",
+            vec![
+                "videotestsrc",
+                "num-buffers=2",
+                "!",
+                "video/x-raw,width=64,height=48",
+                "!",
+                "uigcenc",
+                &model,
+                "!",
+                "uigcdec",
+                "ep=tensorrt",
+                &model,
+                "!",
+                "fakesink",
+            ],
+        ),
+    ];
+    for (ep, args) in runs {
+        let out = gst_launch(&env, &args).output().expect("gst-launch-1.0");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "ep={ep} must fail: {text}");
+        let needle = format!("execution provider '{ep}' is not available");
+        let lines = text.lines().filter(|l| l.contains(&needle)).count();
+        assert!(lines >= 1, "ep={ep}: no line names the provider: {text}");
+    }
+    let _ = std::fs::remove_dir_all(&env);
+}
+
 #[test]
 fn sender_and_receiver_processes_over_loopback_udp() {
     let test = "sender_and_receiver_processes_over_loopback_udp";

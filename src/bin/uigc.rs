@@ -44,6 +44,21 @@ struct ModelArgs {
     /// Path of libonnxruntime.so [default: UIGC_ORT_LIBRARY, ORT_DYLIB_PATH, setup's location]
     #[arg(long, value_name = "FILE")]
     ort_lib: Option<PathBuf>,
+    /// GPU index for --ep cuda / tensorrt
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    device_id: u32,
+    /// TensorRT engine cache directory [default: ~/.cache/uigc/trt/<model-id>-ort<version>-trt
+    /// <version>, under UIGC_HOME when set]
+    #[arg(long, value_name = "DIR")]
+    trt_cache: Option<PathBuf>,
+    /// TensorRT builds the tokenizer networks in FP16 (tokens may differ slightly from FP32)
+    #[arg(long)]
+    fp16: bool,
+    /// Run the networks once on a WIDTHxHEIGHT frame after loading (the load line then gives
+    /// the warm-up time: on TensorRT the engine build or cache load), and tune TensorRT's
+    /// optimisation profile for that size [default: no warm-up, profile for 640x480]
+    #[arg(long, value_name = "WxH", value_parser = parse_size)]
+    warm_up: Option<(u32, u32)>,
     /// Largest frame, in pixels (width x height; twice each side for a dense packet): the
     /// decoder refuses larger packets before any work, the encoder refuses larger frames (a
     /// receiver would refuse them); give both ends the same value
@@ -309,16 +324,39 @@ macro_rules! out {
     }};
 }
 
+/// `WIDTHxHEIGHT`, each 1..=the largest frame side.
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let max = bitstream::MAX_DIMENSION;
+    s.split_once(['x', 'X'])
+        .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+        .filter(|&(w, h)| (1..=max).contains(&w) && (1..=max).contains(&h))
+        .ok_or_else(|| format!("expected WIDTHxHEIGHT (1..{max} each), got '{s}'"))
+}
+
 fn runtime_options(m: &ModelArgs) -> RuntimeOptions {
     RuntimeOptions {
         library: m.ort_lib.clone(),
         provider: m.ep.into(),
         threads: m.threads,
+        device_id: m.device_id,
+        trt_cache: m.trt_cache.clone(),
+        fp16: m.fp16,
+        shape_hint: m.warm_up,
+        role: codec::Role::Both,
     }
 }
 
 fn load_models(m: &ModelArgs) -> Result<ModelSet, String> {
-    let opts = runtime_options(m);
+    load_models_for(m, codec::Role::Both)
+}
+
+/// Loads the models, opening the networks of `role` (the others open on first use), warms
+/// them up when asked, and says on stderr what runs each network.
+fn load_models_for(m: &ModelArgs, role: codec::Role) -> Result<ModelSet, String> {
+    let opts = RuntimeOptions {
+        role,
+        ..runtime_options(m)
+    };
     let dirs = if m.model.is_empty() {
         vec![default_model_dir().map_err(|e| e.to_string())?]
     } else {
@@ -331,14 +369,23 @@ fn load_models(m: &ModelArgs) -> Result<ModelSet, String> {
         model.token_codec().set_max_pixels(m.max_pixels);
         model.token_codec().set_work_limit(m.work_limit);
         eprintln!(
-            "model {} ({}, id {}, K={}) on {} loaded in {:.0} ms",
+            "model {} ({}, id {}, K={}) on {} loaded in {:.0} ms: {}",
             model.bundle().name,
             dir.display(),
             model.model_id(),
             model.bundle().codebook_size,
             model.provider(),
-            t.elapsed().as_secs_f64() * 1e3
+            t.elapsed().as_secs_f64() * 1e3,
+            model.describe_networks()
         );
+        if let Some((w, h)) = m.warm_up {
+            let took = model.warm_up(w, h, role).map_err(|e| e.to_string())?;
+            eprintln!(
+                "model {}: warm-up at {w}x{h} took {:.0} ms",
+                model.model_id(),
+                took.as_secs_f64() * 1e3
+            );
+        }
         models.push(model);
     }
     ModelSet::new(models).map_err(|e| e.to_string())
@@ -385,7 +432,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let density: Density = density.parse().map_err(|e: codec::Error| e.to_string())?;
             let colour: Colour = colour.parse().map_err(|e: codec::Error| e.to_string())?;
             let image = read_image(&input)?;
-            let mut models = load_models(&model)?;
+            let mut models = load_models_for(&model, codec::Role::Encoder)?;
             let stages = keep
                 .stages(&models.primary().bundle().schedule)
                 .map_err(|e| e.to_string())?;
@@ -455,7 +502,7 @@ fn run(cli: Cli) -> Result<(), String> {
         } => {
             let regen: RegenMode = regen.parse().map_err(|e: codec::Error| e.to_string())?;
             let bytes = std::fs::read(&input).map_err(|e| format!("{}: {e}", input.display()))?;
-            let mut models = load_models(&model)?;
+            let mut models = load_models_for(&model, codec::Role::Decoder)?;
             for m in models.models_mut() {
                 m.token_codec().set_regen(regen);
             }
@@ -736,7 +783,7 @@ fn stream_encode(
         .step_by(every)
         .take(limit.unwrap_or(usize::MAX))
         .collect();
-    let mut models = load_models(margs)?;
+    let mut models = load_models_for(margs, codec::Role::Encoder)?;
     let model = models.primary();
     let mut enc = codec::StreamEncoder::new(config).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
@@ -889,7 +936,7 @@ fn stream_decode(
     let packets = read_stream(input)?;
     std::fs::create_dir_all(output).map_err(|e| format!("{}: {e}", output.display()))?;
     let policy = rargs.policy()?;
-    let mut models = load_models(margs)?;
+    let mut models = load_models_for(margs, codec::Role::Decoder)?;
     let model = models.primary();
     if policy.mode == codec::RenderMode::Tiles && !model.has_tile_graph() {
         return Err(format!(

@@ -379,35 +379,123 @@ fn norm(x: &[i64], g: &[i64], out: &mut [i8]) {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn dot8(a: &[i8], b: &[i8]) -> i32 {
     // |sum| <= len * 127 * 127 fits i32 for len <= 2^17.
     a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
 }
 
+/// `out[o] = dot8(w[o], n)` for every row `o` of `w` (`inputs` columns).
+#[inline(always)]
+fn matvec_body(w: &[i8], inputs: usize, n: &[i8], out: &mut [i32]) {
+    for (o, y) in out.iter_mut().enumerate() {
+        *y = dot8(&w[o * inputs..(o + 1) * inputs], n);
+    }
+}
+
+/// The same code compiled for wider vector units, chosen at run time. Integer sums are exact
+/// in any order, so every variant gives the same results bit for bit (the prior stays exact
+/// across machines; tests/intprior.rs checks against the Python reference).
+mod simd {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn matvec_avx2(w: &[i8], inputs: usize, n: &[i8], out: &mut [i32]) {
+        super::matvec_body(w, inputs, n, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn matvec_avx512(w: &[i8], inputs: usize, n: &[i8], out: &mut [i32]) {
+        super::matvec_body(w, inputs, n, out)
+    }
+
+    /// Which variant this CPU runs (detected once).
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Level {
+        Base,
+        #[cfg(target_arch = "x86_64")]
+        Avx2,
+        #[cfg(target_arch = "x86_64")]
+        Avx512,
+    }
+
+    pub(super) fn level() -> Level {
+        use std::sync::OnceLock;
+        static LEVEL: OnceLock<Level> = OnceLock::new();
+        *LEVEL.get_or_init(|| {
+            if std::env::var_os("UIGC_PRIOR_NO_SIMD").is_some() {
+                return Level::Base;
+            }
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
+                {
+                    return Level::Avx512;
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    return Level::Avx2;
+                }
+            }
+            Level::Base
+        })
+    }
+}
+
+#[inline]
+fn matvec(w: &[i8], inputs: usize, n: &[i8], out: &mut [i32]) {
+    debug_assert!(w.len() >= out.len() * inputs && n.len() == inputs);
+    match simd::level() {
+        // SAFETY: the level is only chosen when the CPU has these features.
+        #[cfg(target_arch = "x86_64")]
+        simd::Level::Avx512 => unsafe { simd::matvec_avx512(w, inputs, n, out) },
+        #[cfg(target_arch = "x86_64")]
+        simd::Level::Avx2 => unsafe { simd::matvec_avx2(w, inputs, n, out) },
+        simd::Level::Base => matvec_body(w, inputs, n, out),
+    }
+}
+
+/// Largest layer output kept on the stack (larger ones, e.g. a big codebook, use the heap).
+const STACK_OUTPUTS: usize = 512;
+
 impl Linear {
+    /// `b[o] + w[o] . n` for every output, handed to `f(o, acc)`.
     #[inline]
-    fn acc(&self, o: usize, n: &[i8]) -> i64 {
-        let w = &self.w[o * self.inputs..(o + 1) * self.inputs];
-        self.b[o] as i64 + dot8(w, n) as i64
+    fn each_acc(&self, n: &[i8], outputs: usize, mut f: impl FnMut(usize, i64)) {
+        let mut stack = [0i32; STACK_OUTPUTS];
+        let mut heap = Vec::new();
+        let acc = if outputs <= STACK_OUTPUTS {
+            &mut stack[..outputs]
+        } else {
+            heap.resize(outputs, 0);
+            &mut heap[..]
+        };
+        matvec(&self.w, self.inputs, n, acc);
+        for (o, &a) in acc.iter().enumerate() {
+            f(o, self.b[o] as i64 + a as i64);
+        }
     }
 
     fn lin8(&self, n: &[i8], out: &mut [i8]) {
-        for (o, y) in out.iter_mut().enumerate() {
-            *y = clamp8(rshift(self.acc(o, n) * self.m[o], self.sh));
-        }
+        let len = out.len();
+        self.each_acc(n, len, |o, acc| {
+            out[o] = clamp8(rshift(acc * self.m[o], self.sh));
+        });
     }
 
     fn lin8relu(&self, n: &[i8], out: &mut [i8]) {
-        for (o, y) in out.iter_mut().enumerate() {
-            *y = rshift(self.acc(o, n) * self.m[o], self.sh).clamp(0, 127) as i8;
-        }
+        let len = out.len();
+        self.each_acc(n, len, |o, acc| {
+            out[o] = rshift(acc * self.m[o], self.sh).clamp(0, 127) as i8;
+        });
     }
 
     fn resadd(&self, n: &[i8], x: &mut [i64]) {
-        for (o, xo) in x.iter_mut().enumerate() {
-            *xo = (*xo + rshift(self.acc(o, n) * self.m[o], self.sh)).clamp(-RES_LIMIT, RES_LIMIT);
-        }
+        let len = x.len();
+        self.each_acc(n, len, |o, acc| {
+            x[o] = (x[o] + rshift(acc * self.m[o], self.sh)).clamp(-RES_LIMIT, RES_LIMIT);
+        });
     }
 }
 
@@ -471,6 +559,25 @@ impl IntPriorModel {
     /// Attention of the query vector in `s.q` at `pos` over the cached keys/values of layer `l`
     /// whose stage satisfies `allowed`; result in `s.o`.
     fn attend(&self, l: usize, cache: &CacheView, pos: usize, max_stage: usize, s: &mut Scratch) {
+        match simd::level() {
+            // SAFETY: the level is only chosen when the CPU has these features.
+            #[cfg(target_arch = "x86_64")]
+            simd::Level::Avx512 => unsafe { attend_avx512(self, l, cache, pos, max_stage, s) },
+            #[cfg(target_arch = "x86_64")]
+            simd::Level::Avx2 => unsafe { attend_avx2(self, l, cache, pos, max_stage, s) },
+            simd::Level::Base => self.attend_body(l, cache, pos, max_stage, s),
+        }
+    }
+
+    #[inline(always)]
+    fn attend_body(
+        &self,
+        l: usize,
+        cache: &CacheView,
+        pos: usize,
+        max_stage: usize,
+        s: &mut Scratch,
+    ) {
         let (d, heads, r) = (self.d, self.heads, self.radius as isize);
         let dh = d / heads;
         let win = 2 * self.radius + 1;
@@ -537,7 +644,8 @@ impl IntPriorModel {
     /// Probability table of a query whose final residual is `x`.
     fn table(&self, x: &[i64], s: &mut Scratch, weights: &mut Vec<u32>, out: &mut Vec<u32>) {
         norm(x, &self.gf, &mut s.n);
-        let logits: Vec<i64> = (0..self.k).map(|o| self.out.acc(o, &s.n)).collect();
+        let mut logits = vec![0i64; self.k];
+        self.out.each_acc(&s.n, self.k, |o, acc| logits[o] = acc);
         let max = logits.iter().copied().max().unwrap_or(0);
         weights.clear();
         weights.extend(logits.iter().map(|&z| {
@@ -550,6 +658,32 @@ impl IntPriorModel {
         }));
         quantize_weights(weights, out);
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn attend_avx2(
+    m: &IntPriorModel,
+    l: usize,
+    cache: &CacheView,
+    pos: usize,
+    max_stage: usize,
+    s: &mut Scratch,
+) {
+    m.attend_body(l, cache, pos, max_stage, s)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn attend_avx512(
+    m: &IntPriorModel,
+    l: usize,
+    cache: &CacheView,
+    pos: usize,
+    max_stage: usize,
+    s: &mut Scratch,
+) {
+    m.attend_body(l, cache, pos, max_stage, s)
 }
 
 /// Read-only view of the cache geometry shared by workers.

@@ -32,7 +32,9 @@ pub use frame::RgbImage;
 pub use modelset::ModelSet;
 pub use prior::TokenGrid;
 pub use render::{RenderMode, RenderPolicy, RenderStats, Rendered, Renderer};
-pub use runtime::{ExecutionProvider, RuntimeOptions};
+pub use runtime::{
+    default_trt_cache_dir, describe_provider, ExecutionProvider, Network, Role, RuntimeOptions,
+};
 pub use stream::{
     FrameKind, FrameStatus, StreamConfig, StreamDecoder, StreamEncoder, StreamFrame, StreamPacket,
     StreamStats,
@@ -219,6 +221,38 @@ impl Model {
     /// The execution provider that runs the pixel networks.
     pub fn provider(&self) -> ExecutionProvider {
         self.tokenizer.provider()
+    }
+
+    /// The open networks and what runs each (`tokenizer encoder on cpu, ...`); the prior
+    /// always runs on the CPU in exact integers.
+    pub fn describe_networks(&self) -> String {
+        format!(
+            "{}, prior {} on cpu (exact integer)",
+            self.tokenizer.describe(),
+            self.bundle.prior_kind
+        )
+    }
+
+    /// Runs the networks of `role` once on a mid-grey frame of `width` x `height`, so that the
+    /// first real frame does not pay for lazy initialisation (on TensorRT: the engine build or
+    /// its load from the cache; on the CPU: the arena's first allocation). Returns the time it
+    /// took.
+    pub fn warm_up(&mut self, width: u32, height: u32, role: Role) -> Result<std::time::Duration> {
+        let t = std::time::Instant::now();
+        let image = RgbImage::new(
+            width,
+            height,
+            vec![128; width as usize * height as usize * 3],
+        )?;
+        if role != Role::Decoder {
+            self.tokenizer.encode(&image)?;
+        }
+        if role != Role::Encoder {
+            let (rows, cols) = image.grid();
+            self.tokenizer
+                .decode(&TokenGrid::zeros(rows, cols), width, height)?;
+        }
+        Ok(t.elapsed())
     }
 
     pub fn token_codec(&mut self) -> &mut TokenCodec {

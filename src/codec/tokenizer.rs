@@ -13,7 +13,10 @@ use super::error::{Error, Result};
 use super::frame::RgbImage;
 use super::prior::TokenGrid;
 use super::render::TileRect;
-use super::runtime::{open_session, ExecutionProvider, RuntimeOptions};
+use super::runtime::{
+    default_trt_cache_dir, describe_provider, init_runtime, open_session, ExecutionProvider,
+    Network, Role, RuntimeOptions,
+};
 
 /// Frames of more tokens than this (16x16 pixels each) are large: after running the network on
 /// one, ONNX Runtime's CPU arena gives back what it grew for it
@@ -34,18 +37,56 @@ fn run_options(tokens: usize) -> ort::Result<RunOptions> {
     Ok(options)
 }
 
-/// The two tokenizer sessions of a bundle.
+/// A network of the bundle, opened at load (the role's) or on first use.
+struct LazySession {
+    path: PathBuf,
+    network: Network,
+    session: Option<Session>,
+}
+
+impl LazySession {
+    fn new(path: &std::path::Path, network: Network) -> Self {
+        Self {
+            path: path.to_owned(),
+            network,
+            session: None,
+        }
+    }
+
+    /// Opens the session (once) with `opts`; checks its inputs and outputs.
+    fn open(&mut self, opts: &RuntimeOptions) -> Result<(&mut Session, ExecutionProvider)> {
+        let mut provider = opts.provider;
+        if self.session.is_none() {
+            let (session, ep) = open_session(&self.path, opts, self.network)?;
+            match self.network {
+                Network::Encoder => check_io(&session, "tokenizer encoder", "image", "indices")?,
+                Network::Decoder => check_io(&session, "tokenizer decoder", "indices", "image")?,
+                Network::TileDecoder => {
+                    for input in ["indices", "stats_in", "stats_weight"] {
+                        check_io(&session, "tile decoder", input, "image")?;
+                    }
+                    check_io(&session, "tile decoder", "indices", "stats")?;
+                }
+            }
+            provider = ep;
+            self.session = Some(session);
+        }
+        Ok((self.session.as_mut().expect("opened above"), provider))
+    }
+}
+
+/// The tokenizer sessions of a bundle: encoder, decoder and the optional tile graph. The
+/// networks of the [`Role`] open when the tokenizer loads, the others on first use.
 pub struct Tokenizer {
-    encoder: Session,
-    decoder: Session,
+    encoder: LazySession,
+    decoder: LazySession,
     mean: [f32; 3],
     std: [f32; 3],
     codebook_size: usize,
-    provider: ExecutionProvider,
-    /// The optional tile graph (docs/bundle.md "Tile graph"), opened on first use.
-    tile_path: Option<PathBuf>,
-    tile: Option<Session>,
-    tile_opts: RuntimeOptions,
+    /// The optional tile graph (docs/bundle.md "Tile graph").
+    tile: Option<LazySession>,
+    /// The options every network opens with; `auto` is resolved by the first network opened.
+    opts: RuntimeOptions,
 }
 
 fn check_io(session: &Session, network: &'static str, input: &str, output: &str) -> Result<()> {
@@ -74,49 +115,67 @@ fn check_io(session: &Session, network: &'static str, input: &str, output: &str)
 
 impl Tokenizer {
     pub fn load(bundle: &Bundle, opts: &RuntimeOptions) -> Result<Self> {
-        let (encoder, provider) = open_session(&bundle.tokenizer_encoder.path, opts)?;
-        // The decoder runs on the provider the encoder got (auto resolves once).
-        let dec_opts = RuntimeOptions {
-            provider,
-            ..opts.clone()
-        };
-        let (decoder, _) = open_session(&bundle.tokenizer_decoder.path, &dec_opts)?;
-        check_io(&encoder, "tokenizer encoder", "image", "indices")?;
-        check_io(&decoder, "tokenizer decoder", "indices", "image")?;
-        Ok(Self {
-            encoder,
-            decoder,
+        let mut opts = opts.clone();
+        // The cache directory names the runtime's version: load it first.
+        init_runtime(opts.library.as_deref())?;
+        if matches!(
+            opts.provider,
+            ExecutionProvider::TensorRt | ExecutionProvider::Auto
+        ) && opts.trt_cache.is_none()
+        {
+            opts.trt_cache = Some(default_trt_cache_dir(&bundle.model_id.to_string()));
+        }
+        let mut t = Self {
+            encoder: LazySession::new(&bundle.tokenizer_encoder.path, Network::Encoder),
+            decoder: LazySession::new(&bundle.tokenizer_decoder.path, Network::Decoder),
             mean: bundle.mean,
             std: bundle.std,
             codebook_size: bundle.codebook_size,
-            provider,
-            tile_path: bundle
+            tile: bundle
                 .tokenizer_decoder_tile
                 .as_ref()
-                .map(|f| f.path.clone()),
-            tile: None,
-            tile_opts: dec_opts,
-        })
+                .map(|f| LazySession::new(&f.path, Network::TileDecoder)),
+            opts,
+        };
+        if t.opts.role != Role::Decoder {
+            t.session(Network::Encoder)?;
+        }
+        if t.opts.role != Role::Encoder {
+            t.session(Network::Decoder)?;
+        }
+        Ok(t)
+    }
+
+    /// The session of `network`, opened on first use; the first one opened resolves `auto`
+    /// for the others.
+    fn session(&mut self, network: Network) -> Result<&mut Session> {
+        let lazy = match network {
+            Network::Encoder => &mut self.encoder,
+            Network::Decoder => &mut self.decoder,
+            Network::TileDecoder => self.tile.as_mut().ok_or_else(|| {
+                Error::InvalidArgument("the model bundle has no tile graph".into())
+            })?,
+        };
+        let (session, provider) = lazy.open(&self.opts)?;
+        self.opts.provider = provider;
+        Ok(session)
     }
 
     /// Whether the bundle has a tile graph (tiled rendering is possible).
     pub fn has_tile_graph(&self) -> bool {
-        self.tile_path.is_some()
+        self.tile.is_some()
     }
 
-    fn tile_session(&mut self) -> Result<&mut Session> {
-        if self.tile.is_none() {
-            let path = self.tile_path.as_ref().ok_or_else(|| {
-                Error::InvalidArgument("the model bundle has no tile graph".into())
-            })?;
-            let (session, _) = open_session(path, &self.tile_opts)?;
-            for input in ["indices", "stats_in", "stats_weight"] {
-                check_io(&session, "tile decoder", input, "image")?;
-            }
-            check_io(&session, "tile decoder", "indices", "stats")?;
-            self.tile = Some(session);
-        }
-        Ok(self.tile.as_mut().expect("opened above"))
+    /// Which networks are open, each with what runs it (for logs and element properties).
+    pub fn describe(&self) -> String {
+        let what = describe_provider(self.opts.provider, &self.opts);
+        [&self.encoder, &self.decoder]
+            .into_iter()
+            .chain(self.tile.as_ref())
+            .filter(|l| l.session.is_some())
+            .map(|l| format!("{} on {what}", l.network.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Runs the tile graph on `grid`: with `stats` (normalising with them) or without (its own
@@ -135,7 +194,7 @@ impl Tokenizer {
             grid.tokens.iter().map(|&t| t as i64).collect(),
         )
         .map_err(|e| Error::Image(e.to_string()))?;
-        let session = self.tile_session()?;
+        let session = self.session(Network::TileDecoder)?;
         let len = match stats {
             Some(s) => s.len(),
             None => session.inputs()[1]
@@ -248,9 +307,9 @@ impl Tokenizer {
         Ok(())
     }
 
-    /// The execution provider that runs the networks.
+    /// The execution provider that runs the networks (`auto` until a network opened).
     pub fn provider(&self) -> ExecutionProvider {
-        self.provider
+        self.opts.provider
     }
 
     /// Image -> token grid (`ceil(H/16)` x `ceil(W/16)`).
@@ -265,8 +324,9 @@ impl Tokenizer {
         };
         let tensor = TensorRef::from_array_view(&input).map_err(infer)?;
         let options = run_options(rows * cols).map_err(infer)?;
+        let k = self.codebook_size as i64;
         let outputs = self
-            .encoder
+            .session(Network::Encoder)?
             .run_with_options(ort::inputs!["image" => tensor], &options)
             .map_err(infer)?;
         let indices =
@@ -285,7 +345,6 @@ impl Tokenizer {
                 ),
             });
         }
-        let k = self.codebook_size as i64;
         let mut tokens = Vec::with_capacity(rows * cols);
         for &v in indices.iter() {
             if !(0..k).contains(&v) {
@@ -312,8 +371,9 @@ impl Tokenizer {
         };
         let tensor = TensorRef::from_array_view(&input).map_err(infer)?;
         let options = run_options(grid.rows * grid.cols).map_err(infer)?;
+        let (mean, std) = (self.mean, self.std);
         let outputs = self
-            .decoder
+            .session(Network::Decoder)?
             .run_with_options(ort::inputs!["indices" => tensor], &options)
             .map_err(infer)?;
         let image = outputs["image"]
@@ -335,6 +395,6 @@ impl Tokenizer {
             });
         }
         let flat: Vec<f32> = image.iter().copied().collect();
-        RgbImage::from_padded_tensor(&flat, ph, pw, width, height, self.mean, self.std)
+        RgbImage::from_padded_tensor(&flat, ph, pw, width, height, mean, std)
     }
 }

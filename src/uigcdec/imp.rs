@@ -13,7 +13,7 @@ use gst_video::subclass::prelude::*;
 use super::{Arrival, Seen};
 use crate::codec;
 use crate::element::{
-    lock, model_properties, string_or, ExecutionProvider, DEFAULT_EP, DEFAULT_MODEL,
+    lock, model_properties, string_or, EpSettings, ExecutionProvider, DEFAULT_EP, DEFAULT_MODEL,
     DEFAULT_THREADS,
 };
 
@@ -69,6 +69,7 @@ struct Settings {
     model: String,
     ep: ExecutionProvider,
     threads: u32,
+    gpu: EpSettings,
     regen: String,
     max_pixels: u64,
     render: Render,
@@ -83,6 +84,7 @@ impl Default for Settings {
             model: DEFAULT_MODEL.into(),
             ep: DEFAULT_EP,
             threads: DEFAULT_THREADS,
+            gpu: EpSettings::default(),
             regen: DEFAULT_REGEN.into(),
             max_pixels: DEFAULT_MAX_PIXELS,
             render: DEFAULT_RENDER,
@@ -301,6 +303,8 @@ pub struct UigcDec {
     state: Mutex<Option<State>>,
     stats: Mutex<Stats>,
     load: Mutex<Load>,
+    /// What runs the networks (the `provider` property).
+    provider: Mutex<String>,
 }
 
 impl UigcDec {
@@ -591,7 +595,7 @@ impl ObjectSubclass for UigcDec {
 impl ObjectImpl for UigcDec {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            let mut props = model_properties("detokenizer", "Must be the sender's model").to_vec();
+            let mut props = model_properties("detokenizer", "Must be the sender's model");
             props.extend([
                 glib::ParamSpecString::builder("regen")
                     .nick("Regeneration mode")
@@ -760,6 +764,7 @@ impl ObjectImpl for UigcDec {
             "model" => settings.model = string_or(value, DEFAULT_MODEL),
             "ep" => settings.ep = value.get().expect("type checked upstream"),
             "threads" => settings.threads = value.get().expect("type checked upstream"),
+            name if settings.gpu.set(name, value) => {}
             "regen" => settings.regen = string_or(value, DEFAULT_REGEN),
             "max-pixels" => settings.max_pixels = value.get().expect("type checked upstream"),
             "render" => settings.render = value.get().expect("type checked upstream"),
@@ -780,6 +785,10 @@ impl ObjectImpl for UigcDec {
             "model" => settings.model.to_value(),
             "ep" => settings.ep.to_value(),
             "threads" => settings.threads.to_value(),
+            name @ ("device-id" | "trt-cache" | "fp16" | "warm-up" | "provider") => settings
+                .gpu
+                .get(name, &lock(&self.provider))
+                .expect("a shared GPU property"),
             "regen" => settings.regen.to_value(),
             "max-pixels" => settings.max_pixels.to_value(),
             "render" => settings.render.to_value(),
@@ -850,8 +859,13 @@ impl VideoDecoderImpl for UigcDec {
             .regen
             .parse()
             .map_err(|e: codec::Error| gst::error_msg!(gst::LibraryError::Settings, ("{e}")))?;
-        let (mut model, model_desc) =
-            crate::element::load_models(&settings.model, settings.ep, settings.threads)?;
+        let (mut model, model_desc) = crate::element::load_models(
+            &settings.model,
+            settings.ep,
+            settings.threads,
+            &settings.gpu,
+            codec::Role::Decoder,
+        )?;
         for m in model.models_mut() {
             m.token_codec().set_regen(regen);
             m.token_codec().set_max_pixels(settings.max_pixels);
@@ -870,6 +884,12 @@ impl VideoDecoderImpl for UigcDec {
             }
         }
         gst::info!(CAT, imp = self, "Loaded {model_desc}");
+        if let Some(done) =
+            crate::element::warm_up(&mut model, &settings.gpu, codec::Role::Decoder)?
+        {
+            gst::info!(CAT, imp = self, "{done}");
+        }
+        *lock(&self.provider) = model_desc.clone();
         *lock(&self.stats) = Stats::default();
         *lock(&self.load) = Load::default();
         *lock(&self.state) = Some(State {

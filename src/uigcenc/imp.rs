@@ -12,7 +12,7 @@ use gst_video::subclass::prelude::*;
 use super::{Density, Keep};
 use crate::codec::{self, FrameParams, RgbImage};
 use crate::element::{
-    lock, model_properties, string_or, ExecutionProvider, DEFAULT_EP, DEFAULT_MODEL,
+    lock, model_properties, string_or, EpSettings, ExecutionProvider, DEFAULT_EP, DEFAULT_MODEL,
     DEFAULT_THREADS,
 };
 
@@ -44,6 +44,7 @@ struct Settings {
     model: String,
     ep: ExecutionProvider,
     threads: u32,
+    gpu: EpSettings,
     stream_id: u32,
     keep: Keep,
     density: Density,
@@ -64,6 +65,7 @@ impl Default for Settings {
             model: DEFAULT_MODEL.into(),
             ep: DEFAULT_EP,
             threads: DEFAULT_THREADS,
+            gpu: EpSettings::default(),
             stream_id: DEFAULT_STREAM_ID,
             keep: DEFAULT_KEEP,
             density: DEFAULT_DENSITY,
@@ -141,6 +143,8 @@ pub struct UigcEnc {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
     stats: Mutex<Stats>,
+    /// What runs the networks (the `provider` property).
+    provider: Mutex<String>,
 }
 
 impl UigcEnc {
@@ -268,8 +272,7 @@ impl ObjectImpl for UigcEnc {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             let mut props =
-                model_properties("tokenizer", "Sender and receiver must use the same model")
-                    .to_vec();
+                model_properties("tokenizer", "Sender and receiver must use the same model");
             props.extend([
                 glib::ParamSpecUInt::builder("stream-id")
                     .nick("Stream id")
@@ -462,6 +465,7 @@ impl ObjectImpl for UigcEnc {
             "model" => settings.model = string_or(value, DEFAULT_MODEL),
             "ep" => settings.ep = value.get().expect("type checked upstream"),
             "threads" => settings.threads = value.get().expect("type checked upstream"),
+            name if settings.gpu.set(name, value) => {}
             "stream-id" => settings.stream_id = value.get().expect("type checked upstream"),
             "keep" => settings.keep = value.get().expect("type checked upstream"),
             "density" => settings.density = value.get().expect("type checked upstream"),
@@ -499,6 +503,10 @@ impl ObjectImpl for UigcEnc {
             "model" => settings.model.to_value(),
             "ep" => settings.ep.to_value(),
             "threads" => settings.threads.to_value(),
+            name @ ("device-id" | "trt-cache" | "fp16" | "warm-up" | "provider") => settings
+                .gpu
+                .get(name, &lock(&self.provider))
+                .expect("a shared GPU property"),
             "stream-id" => settings.stream_id.to_value(),
             "keep" => settings.keep.to_value(),
             "density" => settings.density.to_value(),
@@ -600,14 +608,25 @@ impl VideoEncoderImpl for UigcEnc {
         if let Err(e) = settings.regen.parse::<codec::RegenMode>() {
             return Err(gst::error_msg!(gst::LibraryError::Settings, ("{e}")));
         }
-        let (mut model, desc) =
-            crate::element::load_models(&settings.model, settings.ep, settings.threads)?;
+        let (mut model, desc) = crate::element::load_models(
+            &settings.model,
+            settings.ep,
+            settings.threads,
+            &settings.gpu,
+            codec::Role::Encoder,
+        )?;
         for m in model.models_mut() {
             m.token_codec().set_max_pixels(settings.max_pixels);
             m.token_codec().set_work_limit(settings.work_limit);
         }
         let schedule = model.primary().bundle().schedule;
         gst::info!(CAT, imp = self, "Loaded {desc}");
+        if let Some(done) =
+            crate::element::warm_up(&mut model, &settings.gpu, codec::Role::Encoder)?
+        {
+            gst::info!(CAT, imp = self, "{done}");
+        }
+        *lock(&self.provider) = desc;
         *lock(&self.stats) = Stats::default();
         *lock(&self.state) = Some(State {
             levels: schedule.levels(),
