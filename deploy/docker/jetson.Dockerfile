@@ -29,7 +29,12 @@ RUN curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-RUN cargo build --release --locked --features cuda,tensorrt --bin uigc --lib
+# JetPack 6's GStreamer is 1.20, the crate's bindings ask for 1.22 (Cargo.toml): build them for
+# the API level the device has (GST_API=v1_20; the library needs nothing newer: `cargo check` of
+# the plugin with v1_20 passes) or keep v1_22 on a base with GStreamer >= 1.22.
+ARG GST_API=v1_20
+RUN sed -i "s/\"v1_22\"/\"${GST_API}\"/" Cargo.toml \
+ && cargo build --release --locked --features cuda,tensorrt --bin uigc --lib
 
 # --- ONNX Runtime for JetPack: the wheel's shared libraries (CPU, CUDA and TensorRT providers) ---
 FROM ${L4T_IMAGE} AS ort
