@@ -33,7 +33,9 @@ if [ ${#imgs[@]} -eq 0 ]; then
   fi
 fi
 target=aarch64-unknown-linux-gnu
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+# Both builds (with and without GStreamer) link with the same wrapper: cargo passes the linker
+# to every rustc of the target, so a different one would rebuild every dependency at each switch.
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER="$here/deploy/cross-linker-aarch64.sh"
 echo "[cross] building uigc for $target (no GStreamer)"
 cargo build --quiet --profile cross --no-default-features --bin uigc --target "$target"
 cargo build --quiet --profile cross --no-default-features --bin uigc
@@ -85,7 +87,6 @@ for f in "$sysroot/usr/bin/gst-launch-1.0" "$sysroot/usr/lib/aarch64-linux-gnu/p
   [ -e "$f" ] || { echo "[cross] $f missing: run deploy/setup.sh --cross" >&2; exit 1; }
 done
 echo "[cross] building the plugin and uigc for $target with GStreamer (sysroot $sysroot)"
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER="$here/deploy/cross-linker-aarch64.sh"
 export UIGC_AARCH64_SYSROOT="$sysroot" PKG_CONFIG_ALLOW_CROSS=1
 export PKG_CONFIG_SYSROOT_DIR_aarch64_unknown_linux_gnu="$sysroot"
 export PKG_CONFIG_LIBDIR_aarch64_unknown_linux_gnu="$sysroot/usr/lib/aarch64-linux-gnu/pkgconfig:$sysroot/usr/share/pkgconfig"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Linker for the aarch64 GStreamer cross build (deploy/cross-check-aarch64.sh --gst): Debian's
+# Linker of the aarch64 cross builds (deploy/cross-check-aarch64.sh, with and without --gst): Debian's
 # cross gcc, told where the arm64 sysroot's shared libraries are so that the libraries GStreamer
 # and GLib pull in (libffi, libpcre2, liborc, ...) resolve at link time.
 set -euo pipefail
