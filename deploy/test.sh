@@ -38,6 +38,8 @@ echo "== soak: 1 minute sender -> lossy link with hostile datagrams -> receiver,
 cargo build --quiet
 UIGC_MODEL="$here/tests/data/tiny-model" GST_PLUGIN_PATH="${CARGO_TARGET_DIR:-$here/target}/debug" \
   bash deploy/soak.sh 1 "$(mktemp -d /tmp/uigc-soak.XXXXXX)"
+echo "== deployment files: lint (hadolint, systemd-analyze, shellcheck) and sender -> gateway run (deploy/lint-deploy.sh)"
+bash deploy/lint-deploy.sh --run "${CARGO_TARGET_DIR:-$here/target}/debug"
 echo "== cross-architecture: x86-64 packets decode identically on aarch64 (qemu)"
 missing=()
 for tool in qemu-aarch64-static aarch64-linux-gnu-gcc file; do
