@@ -13,7 +13,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use gstuigc::codec::{StreamConfig, StreamEncoder};
 use sha2::{Digest, Sha256};
 
 struct Gateway {
@@ -142,31 +141,6 @@ fn wait_for(
     }
 }
 
-/// The packets of `frames` frames of one device (64x48 synthetic frames with a moving block).
-fn device_packets(stream_id: u32, frames: u32) -> Vec<Vec<u8>> {
-    let mut model = common::load(&common::tiny_model_dir());
-    let mut enc = StreamEncoder::new(StreamConfig {
-        stream_id,
-        refresh_frames: 4,
-        ..Default::default()
-    })
-    .unwrap();
-    let base = common::synthetic(64, 48, stream_id);
-    (0..frames)
-        .map(|f| {
-            let mut img = base.clone();
-            let x0 = (f * 8) % 48;
-            for y in 16..32 {
-                for x in x0..x0 + 16 {
-                    let i = ((y * 64 + x) * 3) as usize;
-                    img.data[i..i + 3].copy_from_slice(&[250, 30, 30]);
-                }
-            }
-            enc.encode(&mut model, &img).unwrap().packet.bytes
-        })
-        .collect()
-}
-
 fn uigcs(packets: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::new();
     for p in packets {
@@ -223,8 +197,10 @@ fn send_udp(to: SocketAddr, packets: &[Vec<u8>]) {
 #[test]
 fn devices_are_archived_decoded_and_served_and_a_killed_gateway_loses_nothing() {
     let archive = tmp("main");
-    let devices: Vec<(u32, Vec<Vec<u8>>)> = (1..=4).map(|id| (id, device_packets(id, 8))).collect();
-    let uplink = device_packets(100, 6);
+    let devices: Vec<(u32, Vec<Vec<u8>>)> = (1..=4)
+        .map(|id| (id, common::device_packets(id, 8)))
+        .collect();
+    let uplink = common::device_packets(100, 6);
     let gw = start(&archive, &[]);
 
     for (_, packets) in &devices {
@@ -332,7 +308,7 @@ fn devices_are_archived_decoded_and_served_and_a_killed_gateway_loses_nothing() 
     assert!(!ok, "archive-check reports the torn tail");
 
     let gw = start(&archive, &[]);
-    let more = device_packets(1, 10);
+    let more = common::device_packets(1, 10);
     send_udp(gw.udp, &more[8..]);
     let v = wait_for(&gw, "two more packets", |v| v["totals"]["archived"] == 2);
     assert_eq!(v["totals"]["truncated_bytes"], 7, "{v:#}");
@@ -373,7 +349,7 @@ fn hostile_traffic_is_counted_and_refused_within_the_caps() {
     let archive = tmp("hostile");
     let gw = start(&archive, &["--max-streams", "3", "--stream-rate", "2000"]);
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let good = device_packets(1, 1).remove(0);
+    let good = common::device_packets(1, 1).remove(0);
     // Random datagrams: not uigc packets.
     let mut x = 12345u64;
     for i in 0..50 {
@@ -404,7 +380,8 @@ fn hostile_traffic_is_counted_and_refused_within_the_caps() {
     // A flood of new stream ids (valid headers): with stream 1, only --max-streams get an
     // archive.
     for id in 0..40u32 {
-        s.send_to(&device_packets(1000 + id, 1)[0], gw.udp).unwrap();
+        s.send_to(&common::device_packets(1000 + id, 1)[0], gw.udp)
+            .unwrap();
     }
     let expected = 50 + 1 + 40 + n_big;
     let v = wait_for(&gw, "every datagram counted", |v| {

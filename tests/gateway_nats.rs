@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use gstuigc::codec::{FrameStatus, StreamConfig, StreamDecoder, StreamEncoder};
+use gstuigc::codec::{FrameStatus, StreamDecoder};
 use gstuigc::gateway::nats::tokens_digest;
 
 /// A child process killed when dropped, with its stdout lines on a channel.
@@ -76,32 +76,6 @@ fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("uigc-nats-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
-}
-
-/// The packets of one device: 64x48 frames with a moving block, a refresh cycle of 4 frames
-/// (mostly inter packets).
-fn device_packets(stream_id: u32, frames: u32) -> Vec<Vec<u8>> {
-    let mut model = common::load(&common::tiny_model_dir());
-    let mut enc = StreamEncoder::new(StreamConfig {
-        stream_id,
-        refresh_frames: 4,
-        ..Default::default()
-    })
-    .unwrap();
-    let base = common::synthetic(64, 48, stream_id);
-    (0..frames)
-        .map(|f| {
-            let mut img = base.clone();
-            let x0 = (f * 8) % 48;
-            for y in 16..32 {
-                for x in x0..x0 + 16 {
-                    let i = ((y * 64 + x) * 3) as usize;
-                    img.data[i..i + 3].copy_from_slice(&[250, 30, 30]);
-                }
-            }
-            enc.encode(&mut model, &img).unwrap().packet.bytes
-        })
-        .collect()
 }
 
 fn worker(url: &str, name: &str) -> Proc {
@@ -206,7 +180,9 @@ fn two_workers_one_killed_every_packet_decoded_exactly_once() {
     let udp: SocketAddr = ready["udp"].as_str().unwrap().parse().unwrap();
 
     let n = 16;
-    let devices: Vec<(u32, Vec<Vec<u8>>)> = (1..=6).map(|id| (id, device_packets(id, n))).collect();
+    let devices: Vec<(u32, Vec<Vec<u8>>)> = (1..=6)
+        .map(|id| (id, common::device_packets(id, n)))
+        .collect();
     let total = devices.len() * n as usize;
 
     // Half of the packets wait in JetStream before any worker runs.

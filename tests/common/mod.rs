@@ -195,3 +195,29 @@ pub fn assert_every_bit_flip_is_detected(c: &mut TokenCodec, packet: &[u8]) {
     }
     assert!(harmless < 16, "{harmless} flips went unnoticed");
 }
+
+/// The packets of `frames` frames of one device (64x48 synthetic frames with a moving block, a
+/// refresh cycle of 4 frames: mostly inter packets), for the gateway tests.
+pub fn device_packets(stream_id: u32, frames: u32) -> Vec<Vec<u8>> {
+    let mut model = load(&tiny_model_dir());
+    let mut enc = gstuigc::codec::StreamEncoder::new(gstuigc::codec::StreamConfig {
+        stream_id,
+        refresh_frames: 4,
+        ..Default::default()
+    })
+    .unwrap();
+    let base = synthetic(64, 48, stream_id);
+    (0..frames)
+        .map(|f| {
+            let mut img = base.clone();
+            let x0 = (f * 8) % 48;
+            for y in 16..32 {
+                for x in x0..x0 + 16 {
+                    let i = ((y * 64 + x) * 3) as usize;
+                    img.data[i..i + 3].copy_from_slice(&[250, 30, 30]);
+                }
+            }
+            enc.encode(&mut model, &img).unwrap().packet.bytes
+        })
+        .collect()
+}
