@@ -14,7 +14,7 @@
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
@@ -24,18 +24,6 @@ const WIDTH: u32 = 320;
 const HEIGHT: u32 = 240;
 const FRAMES: u32 = 20;
 const FPS: u32 = 5;
-
-fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstuigc::plugin_register_static().unwrap();
-    });
-}
-
-fn tiny() -> String {
-    format!("model={}", common::tiny_model_dir().display())
-}
 
 const QUEUE: &str = "queue max-size-buffers=64 max-size-bytes=0 max-size-time=0 leaky=downstream";
 
@@ -57,12 +45,12 @@ const UDPSRC: &str = "udpsrc name=u port=0 reuse=false address=127.0.0.1 buffer-
 /// Encodes `FRAMES` frames of a moving ball (intra packet, then inter packets with a refresh
 /// cycle of 10 frames) into packets, in memory.
 fn packets() -> Vec<Vec<u8>> {
-    init();
+    common::gst_init();
     let pipeline = gst::parse::launch(&format!(
         "videotestsrc num-buffers={FRAMES} pattern=ball \
          ! video/x-raw,width={WIDTH},height={HEIGHT},framerate={FPS}/1 \
          ! uigcenc {} refresh-frames=10 qos=false ! fakesink name=k sync=false",
-        tiny()
+        common::tiny_model_prop()
     ))
     .unwrap()
     .downcast::<gst::Pipeline>()
@@ -114,10 +102,10 @@ struct Outcome {
 
 /// Runs one flood against `source ! uigcdec ! fakesink` (`source` names its source `u` or `p`).
 fn run(source: &str, packets: &[Vec<u8>]) -> Outcome {
-    init();
+    common::gst_init();
     let pipeline = gst::parse::launch(&format!(
         "{source} ! uigcdec name=d {} ! fakesink sync=false",
-        tiny()
+        common::tiny_model_prop()
     ))
     .unwrap()
     .downcast::<gst::Pipeline>()
@@ -273,7 +261,7 @@ fn flood_without_uigcparse_loses_valid_packets() {
 /// over-limit datagrams are dropped, each in its counter.
 #[test]
 fn uigcparse_passes_valid_packets_and_counts_the_rest() {
-    init();
+    common::gst_init();
     let good = std::fs::read(common::repo().join("tests/data/golden-packet/packet.uigc")).unwrap();
     let parse = gst::ElementFactory::make("uigcparse").build().unwrap();
     let mut h = gst_check::Harness::with_element(&parse, Some("sink"), Some("src"));

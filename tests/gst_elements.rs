@@ -4,20 +4,10 @@
 
 mod common;
 
-use std::sync::Once;
-
 use gst::prelude::*;
 use gst_check::Harness;
 use gst_video::prelude::*;
 use gstuigc::codec;
-
-fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstuigc::plugin_register_static().expect("registering the uigc plugin");
-    });
-}
 
 fn tiny() -> String {
     common::tiny_model_dir().display().to_string()
@@ -173,7 +163,7 @@ fn tight_rgb(plane: &[u8], stride: usize, w: u32, h: u32) -> codec::RgbImage {
 
 #[test]
 fn encodes_camera_formats_at_any_size_and_decodes_back() {
-    init();
+    common::gst_init();
     let mut model = common::load(&common::tiny_model_dir());
     for format in [
         "RGB", "I420", "NV12", "YUY2", "BGRx", "RGBx", "UYVY", "GRAY8",
@@ -200,7 +190,7 @@ fn encodes_camera_formats_at_any_size_and_decodes_back() {
 /// chroma plane's own stride) changes the packet.
 #[test]
 fn encoder_codes_the_pixels_of_padded_rows_in_every_format() {
-    init();
+    common::gst_init();
     let mut model = common::load(&common::tiny_model_dir());
     let params = codec::FrameParams {
         colour: codec::Colour::Auto(codec::ColourParams::default()),
@@ -229,7 +219,7 @@ fn encoder_codes_the_pixels_of_padded_rows_in_every_format() {
 /// 97 (rows of 51 and 291 bytes padded to 52 and 292) the frame is the core's decoded image.
 #[test]
 fn decoder_writes_padded_rows_at_the_output_stride() {
-    init();
+    common::gst_init();
     let mut model = common::load(&common::tiny_model_dir());
     for (w, h) in [(17, 41), (97, 33), (40, 24)] {
         let (_h, packets) = encode(encoder(&[]), "I420", w, h, 1);
@@ -253,7 +243,7 @@ fn decoder_writes_padded_rows_at_the_output_stride() {
 
 #[test]
 fn rgb_input_gives_the_same_packet_as_the_codec() {
-    init();
+    common::gst_init();
     let (_h, packets) = encode(encoder(&[]), "RGB", 40, 24, 1);
     let (_, buf) = raw_buffer("RGB", 40, 24, 0, 0);
     // RGB rows of 40 pixels are 120 bytes, already 4-aligned: the buffer is the tight image.
@@ -270,7 +260,7 @@ fn rgb_input_gives_the_same_packet_as_the_codec() {
 
 #[test]
 fn stream_id_and_keep_reach_the_packet() {
-    init();
+    common::gst_init();
     let enc = encoder(&[("stream-id", "7"), ("keep", "quarter")]);
     let (harness, packets) = encode(enc, "I420", 64, 64, 3);
     let mut model = common::load(&common::tiny_model_dir());
@@ -292,7 +282,7 @@ fn stream_id_and_keep_reach_the_packet() {
 
 #[test]
 fn keep_none_sends_no_token_and_still_decodes() {
-    init();
+    common::gst_init();
     let (_h, packets) = encode(encoder(&[("keep", "none")]), "RGB", 48, 32, 1);
     let mut model = common::load(&common::tiny_model_dir());
     let d = model.decode(&packets[0]).unwrap();
@@ -302,7 +292,7 @@ fn keep_none_sends_no_token_and_still_decodes() {
 
 #[test]
 fn max_frame_bytes_removes_stages_until_the_packet_fits() {
-    init();
+    common::gst_init();
     let (_h, full) = encode(encoder(&[]), "RGB", 128, 96, 1);
     let budget = full[0].len() / 2;
     let budget_s = budget.to_string();
@@ -320,7 +310,7 @@ fn max_frame_bytes_removes_stages_until_the_packet_fits() {
 
 #[test]
 fn density_dense_and_auto_reach_the_packet_and_decode_at_the_frame_size() {
-    init();
+    common::gst_init();
     let (_h, normal) = encode(encoder(&[]), "I420", 96, 64, 1);
     let (_h, dense) = encode(encoder(&[("density", "dense")]), "I420", 96, 64, 1);
     let mut model = common::load(&common::tiny_model_dir());
@@ -353,7 +343,7 @@ fn density_dense_and_auto_reach_the_packet_and_decode_at_the_frame_size() {
 
 #[test]
 fn target_bitrate_sets_a_per_frame_budget() {
-    init();
+    common::gst_init();
     let (_h, full) = encode(encoder(&[]), "RGB", 128, 96, 1);
     // 10 fps: a budget of half the full packet.
     let bytes = full[0].len() / 2;
@@ -366,7 +356,7 @@ fn target_bitrate_sets_a_per_frame_budget() {
 
 #[test]
 fn a_frame_that_fits_no_budget_is_dropped_and_counted() {
-    init();
+    common::gst_init();
     let enc = encoder(&[("max-frame-bytes", "4")]);
     let (harness, packets) = encode(enc, "NV12", 64, 48, 3);
     assert!(packets.is_empty());
@@ -396,7 +386,7 @@ fn a_frame_that_fits_no_budget_is_dropped_and_counted() {
 
 #[test]
 fn missing_model_fails_at_start_with_a_clear_error() {
-    init();
+    common::gst_init();
     let e = gst::ElementFactory::make("uigcenc")
         .property("model", "/nonexistent/model")
         .build()
@@ -419,7 +409,7 @@ fn missing_model_fails_at_start_with_a_clear_error() {
 /// request would succeed: then this test is skipped, see deploy/gpu-check.sh.)
 #[test]
 fn unavailable_gpu_provider_fails_the_start_never_falls_back() {
-    init();
+    common::gst_init();
     if std::env::var_os("UIGC_TEST_GPU").is_some() {
         eprintln!("skipped: UIGC_TEST_GPU says this machine has a GPU provider");
         return;
@@ -458,7 +448,7 @@ fn unavailable_gpu_provider_fails_the_start_never_falls_back() {
 /// at start, a malformed value fails the start.
 #[test]
 fn provider_property_names_the_open_networks_and_warm_up_runs_at_start() {
-    init();
+    common::gst_init();
     let enc = encoder(&[("warm-up", "64x48")]);
     enc.set_state(gst::State::Paused).unwrap();
     let p = enc.property::<String>("provider");
@@ -487,7 +477,7 @@ fn provider_property_names_the_open_networks_and_warm_up_runs_at_start() {
 
 #[test]
 fn decoder_outputs_rgb_and_renegotiates_on_size_change() {
-    init();
+    common::gst_init();
     let (_h, a) = encode(encoder(&[]), "RGB", 32, 32, 2);
     let (_h, b) = encode(encoder(&[]), "RGB", 48, 16, 1);
     let mut h = decoder_harness(&tiny());
@@ -515,7 +505,7 @@ fn decoder_outputs_rgb_and_renegotiates_on_size_change() {
 #[test]
 fn decoder_works_without_input_caps() {
     // Plain udpsrc sends no caps at all.
-    init();
+    common::gst_init();
     let (_h, a) = encode(encoder(&[]), "I420", 40, 30, 1);
     let mut h = Harness::with_element(&decoder(&tiny()), Some("sink"), Some("src"));
     h.push_event(gst::event::StreamStart::new("udp"));
@@ -529,7 +519,7 @@ fn decoder_works_without_input_caps() {
 
 #[test]
 fn decoder_counts_lost_frames_per_stream() {
-    init();
+    common::gst_init();
     let (_h, s0) = encode(encoder(&[]), "RGB", 32, 16, 5);
     let (_h, s1) = encode(encoder(&[("stream-id", "3")]), "RGB", 32, 16, 4);
     let mut h = decoder_harness(&tiny());
@@ -551,7 +541,7 @@ fn decoder_counts_lost_frames_per_stream() {
 /// the frames that never arrived, never a corrupt one a second time.
 #[test]
 fn decoder_counters_add_up_exactly_on_a_bad_link() {
-    init();
+    common::gst_init();
     let (_h, p) = encode(encoder(&[]), "RGB", 32, 16, 12);
     let flipped = |i: usize| {
         let mut q = p[i].clone();
@@ -632,7 +622,7 @@ fn decoder_counters_add_up_exactly_on_a_bad_link() {
 
 #[test]
 fn wrong_model_packet_names_both_models_and_max_errors_decides() {
-    init();
+    common::gst_init();
     let (_h, good) = encode(encoder(&[]), "RGB", 32, 32, 2);
     let b_dir = common::tiny_model_b_dir();
     let model_a = common::load(&common::tiny_model_dir())
@@ -673,7 +663,7 @@ fn wrong_model_packet_names_both_models_and_max_errors_decides() {
 
 #[test]
 fn random_truncated_and_bit_flipped_packets_never_stop_the_stream() {
-    init();
+    common::gst_init();
     let (_h, good) = encode(encoder(&[]), "I420", 64, 48, 3);
     let mut h = decoder_harness(&tiny());
     let mut pushed = 0u64;
@@ -740,7 +730,7 @@ fn random_truncated_and_bit_flipped_packets_never_stop_the_stream() {
 
 #[test]
 fn encoder_reports_latency() {
-    init();
+    common::gst_init();
     let (h, _) = encode(encoder(&[]), "RGB", 64, 48, 3);
     let latency = h.query_latency().expect("a latency");
     assert!(latency > gst::ClockTime::ZERO);
@@ -748,7 +738,7 @@ fn encoder_reports_latency() {
 
 #[test]
 fn encoder_drops_late_frames_under_qos() {
-    init();
+    common::gst_init();
     let mut h = Harness::with_element(&encoder(&[]), Some("sink"), Some("src"));
     let (caps, first) = raw_buffer("I420", 32, 32, 0, 0);
     h.set_src_caps(caps);
@@ -783,7 +773,7 @@ fn encoder_drops_late_frames_under_qos() {
 /// nothing, while the K=16 model spends about 4 bits per token.
 #[test]
 fn several_models_encoder_picks_one_decoder_follows_the_packet() {
-    init();
+    common::gst_init();
     let k4_dir = common::tiny_model_k4_dir().display().to_string();
     let both = format!("{},{}", tiny(), k4_dir);
     let grey = |enc: gst::Element| {
@@ -857,7 +847,7 @@ fn several_models_encoder_picks_one_decoder_follows_the_packet() {
 
 #[test]
 fn colour_property_reaches_the_packet_and_the_decoder_applies_it() {
-    init();
+    common::gst_init();
     let e = encoder(&[]);
     assert_eq!(e.property::<String>("colour"), "auto:32:4");
     // An invalid value is refused (logged) and the previous one kept.
@@ -905,7 +895,7 @@ fn colour_property_reaches_the_packet_and_the_decoder_applies_it() {
 
 #[test]
 fn max_pixels_drops_larger_frames_and_goes_on() {
-    init();
+    common::gst_init();
     let (_h, small) = encode(encoder(&[]), "RGB", 32, 32, 1);
     let (_h, large) = encode(encoder(&[]), "RGB", 96, 64, 1);
     let dec = decoder(&tiny());
@@ -928,7 +918,7 @@ fn max_pixels_drops_larger_frames_and_goes_on() {
 /// decoder accepts.
 #[test]
 fn work_limit_on_both_ends() {
-    init();
+    common::gst_init();
     let (_h, plain) = encode(encoder(&[]), "RGB", 320, 240, 1);
     assert!(plain[0].len() < 300, "{}", plain[0].len());
     let (_h, padded) = encode(encoder(&[("work-limit", "100")]), "RGB", 320, 240, 1);
@@ -986,7 +976,7 @@ fn is_inter(p: &[u8]) -> bool {
 
 #[test]
 fn streams_are_inter_coded_by_default_and_decode_exactly() {
-    init();
+    common::gst_init();
     let props = [("keyframe-interval", "0"), ("refresh-frames", "4")];
     let (harness, packets) = encode_stream(&props, 256, 192, 8, &[3, 4], None);
     assert_eq!(packets.len(), 8);
@@ -1025,7 +1015,7 @@ fn streams_are_inter_coded_by_default_and_decode_exactly() {
 
 #[test]
 fn keyframe_interval_and_force_key_unit_give_keyframes() {
-    init();
+    common::gst_init();
     let props = [("keyframe-interval", "3")];
     let (_h, packets) = encode_stream(&props, 48, 32, 7, &[], None);
     let intra: Vec<usize> = (0..packets.len())
@@ -1043,7 +1033,7 @@ fn keyframe_interval_and_force_key_unit_give_keyframes() {
 
 #[test]
 fn decoder_conceals_loss_and_reordering_then_is_exact_after_a_refresh() {
-    init();
+    common::gst_init();
     let props = [("keyframe-interval", "0"), ("refresh-frames", "3")];
     let (_h, packets) = encode_stream(&props, 64, 48, 16, &[2, 3, 4, 5, 6], None);
     // Packet 3 is lost, 5 and 6 arrive swapped (5 too late to be shown), 8 twice.
@@ -1085,7 +1075,7 @@ fn decoder_conceals_loss_and_reordering_then_is_exact_after_a_refresh() {
 /// differ; `tiles` with a model without a tile graph fails at start.
 #[test]
 fn render_property_chooses_tiles_or_full_decodes() {
-    init();
+    common::gst_init();
     let d = decoder(&tiny());
     let nick = |e: &gst::Element| {
         let v = e.property_value("render");
@@ -1167,7 +1157,7 @@ fn render_property_chooses_tiles_or_full_decodes() {
 /// and the next real packets look like a sender restart.
 #[test]
 fn an_unverifiable_packet_with_a_far_frame_counter_is_dropped() {
-    init();
+    common::gst_init();
     let props = [("keyframe-interval", "0"), ("refresh-frames", "3")];
     let (_h, packets) = encode_stream(&props, 64, 48, 8, &[2, 3, 4, 5, 6], None);
     let header = |k: usize| {

@@ -91,10 +91,6 @@ fn candidate_port() -> u16 {
         .port()
 }
 
-fn tiny() -> String {
-    format!("model={}", common::tiny_model_dir().display())
-}
-
 /// A receiver process, its output read by threads (it can never block on a full pipe, and a
 /// silent receiver cannot hang the test).
 struct Process {
@@ -232,7 +228,7 @@ fn gst_launch_with_an_unavailable_gpu_provider_exits_with_an_error() {
         return;
     }
     let env = plugin_env("gpu-absent");
-    let model = tiny();
+    let model = common::tiny_model_prop();
     let runs: [(&str, Vec<&str>); 2] = [
         (
             "cuda",
@@ -302,7 +298,7 @@ fn sender_and_receiver_processes_over_loopback_udp() {
     let frames = 20;
     let out_dir = env.join("frames");
     std::fs::create_dir_all(&out_dir).unwrap();
-    let model = tiny();
+    let model = common::tiny_model_prop();
     let location = format!("location={}/frame-%05d.png", out_dir.display());
     // The README's receiver, recording to files instead of a display.
     let (receiver, port) = start_receiver(
@@ -384,7 +380,7 @@ impl Receiver {
             "udpsrc name=u port=0 reuse=false address=127.0.0.1 buffer-size=4194304 \
              ! uigcdec name=d {} \
              ! videoconvert ! fakesink name=s sync=false",
-            tiny()
+            common::tiny_model_prop()
         ))
         .unwrap()
         .downcast::<gst::Pipeline>()
@@ -462,7 +458,7 @@ fn vtest_clip_over_lossy_loopback_udp() {
     let location = format!("location={}", clip.display());
     let eos_after = format!("eos-after={frames}");
     let out = format!("location={}/pkt-%05d.uigc", pkt_dir.display());
-    let model = tiny();
+    let model = common::tiny_model_prop();
     run_sender(
         &env,
         &[

@@ -10,23 +10,11 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use gstuigc::linksim::{LinkConfig, LinkReport, Relay};
-
-fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstuigc::plugin_register_static().unwrap();
-    });
-}
-
-fn tiny() -> String {
-    format!("model={}", common::tiny_model_dir().display())
-}
 
 /// Polls `done` every 20 ms until it holds; fails (never hangs) after `secs` seconds.
 fn wait_until(secs: u64, what: impl Fn() -> String, mut done: impl FnMut() -> bool) {
@@ -52,12 +40,12 @@ struct Receiver {
 
 impl Receiver {
     fn start(downstream: &str) -> Self {
-        init();
+        common::gst_init();
         let pipeline = gst::parse::launch(&format!(
             "udpsrc name=u port=0 reuse=false address=127.0.0.1 buffer-size=4194304 \
              ! uigcdec name=d {} max-pixels=49152 stats-every=1 {downstream} \
              ! fakesink name=s sync=false",
-            tiny()
+            common::tiny_model_prop()
         ))
         .unwrap()
         .downcast::<gst::Pipeline>()
@@ -152,7 +140,7 @@ impl Drop for Receiver {
 /// cycle of 10 frames, no QoS drops: every frame becomes a packet; `between` may start with
 /// more encoder properties) and `between` to `to`. Returns the encoder's `frames-encoded`.
 fn send(to: SocketAddr, frames: u32, live_fps: Option<u32>, between: &str) -> u64 {
-    init();
+    common::gst_init();
     let (live, fps) = match live_fps {
         Some(f) => ("is-live=true", f),
         None => ("", 30),
@@ -162,7 +150,7 @@ fn send(to: SocketAddr, frames: u32, live_fps: Option<u32>, between: &str) -> u6
          ! video/x-raw,width=128,height=96,framerate={fps}/1 \
          ! uigcenc name=e {} refresh-frames=10 qos=false {between} \
          ! udpsink host=127.0.0.1 port={} sync={}",
-        tiny(),
+        common::tiny_model_prop(),
         to.port(),
         live_fps.is_some()
     ))

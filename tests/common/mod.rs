@@ -221,3 +221,17 @@ pub fn device_packets(stream_id: u32, frames: u32) -> Vec<Vec<u8>> {
         })
         .collect()
 }
+
+/// GStreamer initialised and the uigc plugin registered statically, once per test binary.
+pub fn gst_init() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstuigc::plugin_register_static().expect("registering the uigc plugin");
+    });
+}
+
+/// The `model=` property naming the tiny test model, for gst-launch descriptions.
+pub fn tiny_model_prop() -> String {
+    format!("model={}", tiny_model_dir().display())
+}
