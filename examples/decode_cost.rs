@@ -3,7 +3,7 @@
 //! peak (VmRSS, VmHWM from /proc/self/status). The model is loaded once, as in a receiver.
 //!
 //! ```sh
-//! cargo run --release --example decode_cost -- [--repeat N] [--max-pixels P] PACKET...
+//! cargo run --release --example decode_cost -- [--repeat N] [--max-pixels P] [--threads T] PACKET...
 //! cargo run --release --example decode_cost -- --flood SECONDS PACKET...   # packets per second
 //! ```
 //! Uses only the API of `Model::load` / `Model::decode` / `set_max_pixels`, so the same file
@@ -41,18 +41,24 @@ fn memory_mb() -> (f64, f64) {
 fn main() {
     let mut args = std::env::args().skip(1);
     let (mut repeat, mut flood, mut max_pixels, mut files) = (1usize, None, None, Vec::new());
+    let mut threads = 0usize;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--repeat" => repeat = args.next().unwrap().parse().unwrap(),
             "--flood" => flood = Some(args.next().unwrap().parse::<f64>().unwrap()),
             "--max-pixels" => max_pixels = Some(args.next().unwrap().parse::<u64>().unwrap()),
+            "--threads" => threads = args.next().unwrap().parse().unwrap(),
             f => files.push(std::path::PathBuf::from(f)),
         }
     }
     let dir = std::env::var_os("UIGC_MODEL")
         .map(Into::into)
         .unwrap_or_else(|| default_model_dir().unwrap());
-    let mut model = Model::load(&dir, &RuntimeOptions::default()).unwrap();
+    let opts = RuntimeOptions {
+        threads,
+        ..RuntimeOptions::default()
+    };
+    let mut model = Model::load(&dir, &opts).unwrap();
     if let Some(p) = max_pixels {
         model.token_codec().set_max_pixels(p);
     }
