@@ -4,6 +4,7 @@
 //!
 //! ```sh
 //! cargo run --release --example decode_cost -- [--repeat N] [--max-pixels P] [--threads T] PACKET...
+//! # --threads: ONNX Runtime and prior threads (0, the default: one per core)
 //! cargo run --release --example decode_cost -- --flood SECONDS PACKET...   # packets per second
 //! ```
 //! Uses only the API of `Model::load` / `Model::decode` / `set_max_pixels`, so the same file
