@@ -6,6 +6,7 @@
 # Environment:
 #   EP=cpu|cuda|tensorrt|auto   execution provider of both elements (default cpu)
 #   ELEMENT_PROPS="..."         extra properties for both elements (e.g. "threads=2 fp16=true")
+#   ENC_PROPS="..."             extra properties for uigcenc only (e.g. "encoder=fast")
 #   VTEST=/path/vtest.avi       real footage (default ../shared/data/video/vtest.avi; skipped
 #                               when absent)
 #   SOURCES="testsrc vtest"     which inputs to run
@@ -63,7 +64,7 @@ raw_src() { # raw_src SRC N: a pipeline head giving N frames of SRC
 
 enc_run() { # enc_run SRC N
   # shellcheck disable=SC2046
-  timed $(raw_src "$1" "$2") ! uigcenc $props ! fakesink sync=false
+  timed $(raw_src "$1" "$2") ! uigcenc $props ${ENC_PROPS:-} ! fakesink sync=false
 }
 
 dec_run() { # dec_run SRC N
@@ -80,7 +81,7 @@ fps() { # fps FUNC SRC: median frames/s of (frames - base) frames, load excluded
 }
 
 echo "bench-edge: $size, $frames frames ($((frames - base)) timed), median of $runs runs, EP=$ep," \
-  "props '$props', $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  "props '$props', encoder props '${ENC_PROPS:-}', $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 for src in $sources; do
   if [ "$src" = vtest ] && [ ! -f "$vtest" ]; then
     echo "vtest: $vtest not found, skipped"; continue
@@ -88,7 +89,7 @@ for src in $sources; do
   make_raw "$src"
   mkdir -p "$work/$src-pkt"
   # shellcheck disable=SC2046
-  gst-launch-1.0 -q $(raw_src "$src" "$frames") ! uigcenc $props \
+  gst-launch-1.0 -q $(raw_src "$src" "$frames") ! uigcenc $props ${ENC_PROPS:-} \
     ! multifilesink location="$work/$src-pkt/p%05d.uigc"
   bytes=$(cat "$work/$src-pkt"/p*.uigc | wc -c)
   enc=$(fps enc_run "$src")

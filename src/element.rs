@@ -43,6 +43,30 @@ impl From<ExecutionProvider> for codec::ExecutionProvider {
     }
 }
 
+/// Which of the bundle's tokenizer encoders `uigcenc` runs (docs/bundle.md "Fast encoder").
+#[derive(Debug, Eq, PartialEq, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstUigcEncoderChoice")]
+pub(crate) enum EncoderChoice {
+    #[default]
+    #[enum_value(name = "Full: the encoder the model was trained with", nick = "full")]
+    Full,
+    #[enum_value(
+        name = "Fast: the bundle's cheaper distilled encoder (same codebook, decoder and model id)",
+        nick = "fast"
+    )]
+    Fast,
+}
+
+impl From<EncoderChoice> for codec::EncoderChoice {
+    fn from(e: EncoderChoice) -> Self {
+        match e {
+            EncoderChoice::Full => codec::EncoderChoice::Full,
+            EncoderChoice::Fast => codec::EncoderChoice::Fast,
+        }
+    }
+}
+
 /// Defaults of the properties both elements share.
 pub(crate) const DEFAULT_MODEL: &str = "";
 pub(crate) const DEFAULT_EP: ExecutionProvider = ExecutionProvider::Cpu;
@@ -229,7 +253,30 @@ pub(crate) fn string_or(value: &glib::Value, default: &str) -> String {
         .unwrap_or_else(|| default.into())
 }
 
-/// Loads the model named by an element's `model` property (empty: the shipped default).
+/// The runtime options of an element's properties.
+pub(crate) fn runtime_options(
+    ep: ExecutionProvider,
+    threads: u32,
+    gpu: &EpSettings,
+    role: codec::Role,
+    encoder: codec::EncoderChoice,
+) -> Result<codec::RuntimeOptions, gst::ErrorMessage> {
+    Ok(codec::RuntimeOptions {
+        library: None,
+        provider: ep.into(),
+        threads: threads as usize,
+        device_id: gpu.device_id,
+        trt_cache: (!gpu.trt_cache.trim().is_empty()).then(|| PathBuf::from(gpu.trt_cache.trim())),
+        fp16: gpu.fp16,
+        shape_hint: match gpu.warm_up()? {
+            WarmUp::Size(w, h) => Some((w, h)),
+            _ => None,
+        },
+        role,
+        encoder,
+    })
+}
+
 /// Loads the models named by a `model` property: one bundle directory, or several separated
 /// by commas (the encoder's rate control picks one per frame, the decoder the one a packet
 /// names); empty = the shipped default. Returns the set and a description for logs and errors.
@@ -239,8 +286,9 @@ pub(crate) fn load_models(
     threads: u32,
     gpu: &EpSettings,
     role: codec::Role,
+    encoder: codec::EncoderChoice,
 ) -> Result<(codec::ModelSet, String), gst::ErrorMessage> {
-    let warm_up = gpu.warm_up()?;
+    gpu.warm_up()?; // a bad value is refused before any model loads
     let dirs: Vec<PathBuf> = if model.trim().is_empty() {
         vec![codec::default_model_dir().map_err(|e| {
             gst::error_msg!(
@@ -251,19 +299,7 @@ pub(crate) fn load_models(
     } else {
         model.split(',').map(|d| PathBuf::from(d.trim())).collect()
     };
-    let opts = codec::RuntimeOptions {
-        library: None,
-        provider: ep.into(),
-        threads: threads as usize,
-        device_id: gpu.device_id,
-        trt_cache: (!gpu.trt_cache.trim().is_empty()).then(|| PathBuf::from(gpu.trt_cache.trim())),
-        fp16: gpu.fp16,
-        shape_hint: match warm_up {
-            WarmUp::Size(w, h) => Some((w, h)),
-            _ => None,
-        },
-        role,
-    };
+    let opts = runtime_options(ep, threads, gpu, role, encoder)?;
     let mut models = Vec::with_capacity(dirs.len());
     for dir in &dirs {
         let model = codec::Model::load(dir, &opts).map_err(|e| {

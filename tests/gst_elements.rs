@@ -1013,6 +1013,61 @@ fn streams_are_inter_coded_by_default_and_decode_exactly() {
     assert_eq!(frames[7], last.image.data);
 }
 
+/// `pipeline=true`: the same packets as without it, in order, with the forced keyframe on the
+/// same frame, one frame later (nothing comes out of the first frame) and the last one at EOS.
+#[test]
+fn pipelined_encoder_gives_the_same_packets_one_frame_later() {
+    common::gst_init();
+    let run = |pipeline: &str| {
+        let props = [
+            ("keyframe-interval", "0"),
+            ("refresh-frames", "4"),
+            ("pipeline", pipeline),
+        ];
+        let mut harness = Harness::with_element(&encoder(&props), Some("sink"), Some("src"));
+        let mut out = Vec::new();
+        let mut after_first = None;
+        for i in 0..8u32 {
+            let seed = if [3, 4].contains(&i) { 100 + i } else { 1 };
+            let (caps, buf) = raw_buffer("RGB", 96, 64, seed, i as u64);
+            if i == 0 {
+                harness.set_src_caps(caps);
+            }
+            if i == 5 {
+                let ev = gst_video::DownstreamForceKeyUnitEvent::builder().build();
+                assert!(harness.push_event(ev));
+            }
+            harness.push(buf).unwrap();
+            while let Some(b) = harness.try_pull() {
+                out.push(b.map_readable().unwrap().to_vec());
+            }
+            after_first.get_or_insert(out.len());
+        }
+        assert!(harness.push_event(gst::event::Eos::new()));
+        while let Some(b) = harness.try_pull() {
+            out.push(b.map_readable().unwrap().to_vec());
+        }
+        (out, after_first.unwrap())
+    };
+    let (plain, first_plain) = run("false");
+    let (piped, first_piped) = run("true");
+    assert_eq!((first_plain, first_piped), (1, 0));
+    assert_eq!(piped.len(), 8);
+    assert_eq!(piped, plain);
+    let intra: Vec<usize> = (0..8).filter(|&i| !is_inter(&piped[i])).collect();
+    assert_eq!(intra, vec![0, 5]);
+}
+
+/// `encoder=fast` with a bundle that has no fast encoder: the start fails with one error naming
+/// it, never a silent use of the full encoder.
+#[test]
+fn fast_encoder_without_one_in_the_bundle_fails_the_start() {
+    common::gst_init();
+    let e = encoder(&[("encoder", "fast")]);
+    let err = start_error(&e);
+    assert!(err.contains("no fast encoder"), "{err}");
+}
+
 #[test]
 fn keyframe_interval_and_force_key_unit_give_keyframes() {
     common::gst_init();

@@ -278,6 +278,7 @@ fn the_tile_graph_is_checked_but_not_part_of_the_model_id() {
     std::fs::create_dir_all(&dir).unwrap();
     for f in [
         "tokenizer_encoder.onnx",
+        "tokenizer_encoder_fast.onnx",
         "tokenizer_decoder.onnx",
         "prior.bin",
     ] {

@@ -101,3 +101,28 @@ def test_tile_graph(bundle):
     assert r["own_stats_vs_decoder_max_abs"] < 1e-4 and r["given_stats_vs_decoder_max_abs"] < 1e-4, r
     assert r["tile_given_stats_mean_abs"] < 0.5 * r["tile_own_stats_mean_abs"], r
 
+
+
+FAST_BUNDLES = [b for b in BUNDLES if "tokenizer_encoder_fast" in read_manifest(b)]
+
+
+@pytest.mark.parametrize("bundle", FAST_BUNDLES, ids=[os.path.basename(b) for b in FAST_BUNDLES])
+def test_fast_encoder(bundle):
+    """The optional fast encoder (docs/bundle.md "Fast encoder"): the encoder's I/O contract, and on
+    the golden image it picks the full encoder's token at most positions (it was distilled to)."""
+    from PIL import Image
+    m = read_manifest(bundle)
+    mk = lambda sec: ort.InferenceSession(os.path.join(bundle, m[sec]["path"]), providers=["CPUExecutionProvider"])
+    fast, full = mk("tokenizer_encoder_fast"), mk("tokenizer_encoder")
+    assert [i.name for i in fast.get_inputs()] == ["image"] and [o.name for o in fast.get_outputs()] == ["indices"]
+    assert os.path.getsize(os.path.join(bundle, m["tokenizer_encoder_fast"]["path"])) < \
+        os.path.getsize(os.path.join(bundle, m["tokenizer_encoder"]["path"]))
+    g = json.load(open(os.path.join(bundle, "golden", "golden.json")))
+    a = np.asarray(Image.open(os.path.join(bundle, "golden", g["input"])).convert("RGB"))
+    x = ((a.astype(np.float32) / 255.0 - np.array(m["pixels"]["mean"], np.float32))
+         / np.array(m["pixels"]["std"], np.float32)).transpose(2, 0, 1)[None].copy()
+    i_fast, i_full = fast.run(None, {"image": x})[0], full.run(None, {"image": x})[0]
+    assert i_fast.dtype == np.int64 and i_fast.shape == i_full.shape
+    assert i_fast.min() >= 0 and i_fast.max() < m["codebook_size"]
+    agree = (i_fast == i_full).mean()
+    assert agree >= 0.75, f"fast encoder agrees with the full one on {agree:.1%} of the golden tokens"

@@ -83,11 +83,15 @@ COLOUR_PREFIX = re.compile(r"^colour(-auto)?(?:-(\d+)-(\d+))?:")
 def uigc_point(uigc: str, bundle: str, img: str, point: str, regen: str, tmp: str):
     # colour[-auto][-BLOCK-STEP]:POINT - with the colour thumbnail (--colour on / auto); points
     # without the prefix are sent without it (--colour off), so older records keep their meaning.
-    args = ["--colour", "off"]
+    enc = []
+    if point.startswith("fast:"):  # fast:POINT - the bundle's fast encoder (--encoder fast)
+        enc = ["--encoder", "fast"]
+        point = point[len("fast:"):]
+    args = ["--colour", "off"] + enc
     m = COLOUR_PREFIX.match(point)
     if m:
         mode = "auto" if m.group(1) else "on"
-        args = ["--colour", mode + (f":{m.group(2)}:{m.group(3)}" if m.group(2) else "")]
+        args = ["--colour", mode + (f":{m.group(2)}:{m.group(3)}" if m.group(2) else "")] + enc
         point = point[m.end():]
     if point.startswith("dense:"):  # dense:POLICY - the 2x grid (--density dense)
         args += ["--density", "dense"]

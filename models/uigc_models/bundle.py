@@ -167,8 +167,8 @@ def read_manifest(bundle_dir: str) -> dict:
 
 def verify_bundle_hashes(bundle_dir: str) -> dict:
     m = read_manifest(bundle_dir)
-    for sec in ("tokenizer_encoder", "tokenizer_decoder", "tokenizer_decoder_tile", "prior"):
-        if sec not in m:  # the tile graph is optional
+    for sec in ("tokenizer_encoder", "tokenizer_decoder", "tokenizer_decoder_tile", "tokenizer_encoder_fast", "prior"):
+        if sec not in m:  # the tile graph and the fast encoder are optional
             continue
         p = os.path.join(bundle_dir, m[sec]["path"])
         h = sha256_file(p)

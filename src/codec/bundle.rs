@@ -62,6 +62,8 @@ struct RawManifest {
     tokenizer_decoder: RawFile,
     /// Optional: the decoder with given normalisation statistics (tiled rendering).
     tokenizer_decoder_tile: Option<RawFile>,
+    /// Optional: a cheaper encoder choosing tokens of the same codebook (distilled).
+    tokenizer_encoder_fast: Option<RawFile>,
     prior: RawPrior,
 }
 
@@ -88,6 +90,10 @@ pub struct Bundle {
     /// The tile graph (docs/bundle.md "Tile graph"), when the bundle has one. Not part of the
     /// model id: it renders the same tokens, only faster.
     pub tokenizer_decoder_tile: Option<BundleFile>,
+    /// The fast encoder (docs/bundle.md "Fast encoder"), when the bundle has one. Not part of
+    /// the model id: its tokens index the same codebook and are coded by the same prior, so
+    /// its packets decode with the same decoder; only the sender chooses it.
+    pub tokenizer_encoder_fast: Option<BundleFile>,
     pub prior_kind: String,
     pub prior: BundleFile,
     pub model_id: ModelId,
@@ -259,6 +265,11 @@ impl Bundle {
             .as_ref()
             .map(|f| check_file("tokenizer_decoder_tile", &f.path, &f.sha256))
             .transpose()?;
+        let fast = raw
+            .tokenizer_encoder_fast
+            .as_ref()
+            .map(|f| check_file("tokenizer_encoder_fast", &f.path, &f.sha256))
+            .transpose()?;
 
         let id_text = format!(
             "uigc-model\n{}\n{}\n{}:{}\n{:?}\n{:?}\n{}\n{}\n{}:{}\n",
@@ -288,6 +299,7 @@ impl Bundle {
             tokenizer_encoder: enc,
             tokenizer_decoder: dec,
             tokenizer_decoder_tile: tile,
+            tokenizer_encoder_fast: fast,
             prior_kind: raw.prior.kind,
             prior,
             model_id,

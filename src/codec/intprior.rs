@@ -91,6 +91,8 @@ pub struct IntPriorModel {
     gf: Vec<i64>,
     out: Linear,
     att_exp: Vec<u32>,
+    /// Every `att_exp` entry is below 2^31 (the attention sums then use 32-bit factors).
+    att_exp_i32: bool,
     out_exp: Vec<u32>,
 }
 
@@ -341,6 +343,7 @@ impl IntPriorModel {
                 sh: 0,
                 inputs: d,
             },
+            att_exp_i32: att_exp.iter().all(|&w| w <= i32::MAX as u32),
             att_exp,
             out_exp,
         })
@@ -379,6 +382,45 @@ fn norm(x: &[i64], g: &[i64], out: &mut [i8]) {
     }
 }
 
+/// An `i8` dot product with `i32` sum (exact: any evaluation order gives the same integer).
+trait Dot {
+    fn dot(a: &[i8], b: &[i8]) -> i32;
+}
+
+/// Plain Rust, vectorised by the compiler for the target features of the caller.
+struct PlainDot;
+
+impl Dot for PlainDot {
+    #[inline(always)]
+    fn dot(a: &[i8], b: &[i8]) -> i32 {
+        dot8(a, b)
+    }
+}
+
+/// AVX2 `vpmaddwd` on sign-extended 16-bit lanes (only used inside the AVX2 variants).
+#[cfg(target_arch = "x86_64")]
+struct Avx2Dot;
+
+#[cfg(target_arch = "x86_64")]
+impl Dot for Avx2Dot {
+    #[inline(always)]
+    fn dot(a: &[i8], b: &[i8]) -> i32 {
+        // SAFETY: Avx2Dot is only used by the AVX2 variants, chosen when the CPU has AVX2.
+        unsafe { simd::dot8_avx2(a, b) }
+    }
+}
+
+/// `dot8` of one attention head, with the common head widths unrolled at compile time.
+#[inline(always)]
+fn dot8_head<D: Dot>(a: &[i8], b: &[i8]) -> i32 {
+    match a.len() {
+        16 => D::dot(&a[..16], &b[..16]),
+        24 => D::dot(&a[..24], &b[..24]),
+        32 => D::dot(&a[..32], &b[..32]),
+        _ => D::dot(a, b),
+    }
+}
+
 #[inline(always)]
 fn dot8(a: &[i8], b: &[i8]) -> i32 {
     // |sum| <= len * 127 * 127 fits i32 for len <= 2^17.
@@ -387,9 +429,9 @@ fn dot8(a: &[i8], b: &[i8]) -> i32 {
 
 /// `out[o] = dot8(w[o], n)` for every row `o` of `w` (`inputs` columns).
 #[inline(always)]
-fn matvec_body(w: &[i8], inputs: usize, n: &[i8], out: &mut [i32]) {
+fn matvec_body<D: Dot>(w: &[i8], inputs: usize, n: &[i8], out: &mut [i32]) {
     for (o, y) in out.iter_mut().enumerate() {
-        *y = dot8(&w[o * inputs..(o + 1) * inputs], n);
+        *y = D::dot(&w[o * inputs..(o + 1) * inputs], n);
     }
 }
 
@@ -400,13 +442,52 @@ mod simd {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn matvec_avx2(w: &[i8], inputs: usize, n: &[i8], out: &mut [i32]) {
-        super::matvec_body(w, inputs, n, out)
+        super::matvec_body::<super::Avx2Dot>(w, inputs, n, out)
+    }
+
+    /// `sum a_i b_i` over `min(len)` entries: 16 products per `vpmaddwd` step (pairs of i8 x i8
+    /// products summed into i32 lanes, exact), then an 8-wide step, then scalar.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) unsafe fn dot8_avx2(a: &[i8], b: &[i8]) -> i32 {
+        use std::arch::x86_64::*;
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut i = 0;
+        let mut acc = _mm256_setzero_si256();
+        while i + 16 <= n {
+            // SAFETY: i + 16 <= n, both slices hold n bytes; unaligned loads.
+            let va = _mm256_cvtepi8_epi16(_mm_loadu_si128(pa.add(i) as *const __m128i));
+            let vb = _mm256_cvtepi8_epi16(_mm_loadu_si128(pb.add(i) as *const __m128i));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(va, vb));
+            i += 16;
+        }
+        let mut acc = _mm_add_epi32(
+            _mm256_castsi256_si128(acc),
+            _mm256_extracti128_si256::<1>(acc),
+        );
+        if i + 8 <= n {
+            // SAFETY: i + 8 <= n; an 8-byte load.
+            let va = _mm_cvtepi8_epi16(_mm_loadl_epi64(pa.add(i) as *const __m128i));
+            let vb = _mm_cvtepi8_epi16(_mm_loadl_epi64(pb.add(i) as *const __m128i));
+            acc = _mm_add_epi32(acc, _mm_madd_epi16(va, vb));
+            i += 8;
+        }
+        let acc = _mm_add_epi32(acc, _mm_shuffle_epi32::<0b01_00_11_10>(acc));
+        let acc = _mm_add_epi32(acc, _mm_shuffle_epi32::<0b10_11_00_01>(acc));
+        let mut total = _mm_cvtsi128_si32(acc);
+        while i < n {
+            total += a[i] as i32 * b[i] as i32;
+            i += 1;
+        }
+        total
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub(super) unsafe fn matvec_avx512(w: &[i8], inputs: usize, n: &[i8], out: &mut [i32]) {
-        super::matvec_body(w, inputs, n, out)
+        super::matvec_body::<super::PlainDot>(w, inputs, n, out)
     }
 
     /// Which variant this CPU runs (detected once).
@@ -452,7 +533,7 @@ fn matvec(w: &[i8], inputs: usize, n: &[i8], out: &mut [i32]) {
         simd::Level::Avx512 => unsafe { simd::matvec_avx512(w, inputs, n, out) },
         #[cfg(target_arch = "x86_64")]
         simd::Level::Avx2 => unsafe { simd::matvec_avx2(w, inputs, n, out) },
-        simd::Level::Base => matvec_body(w, inputs, n, out),
+        simd::Level::Base => matvec_body::<PlainDot>(w, inputs, n, out),
     }
 }
 
@@ -523,6 +604,8 @@ struct Scratch {
     o: Vec<i8>,
     h: Vec<i8>,
     scores: Vec<(i64, usize)>,
+    /// The allowed keys of the current window: position, relative-bias offset.
+    keys: Vec<(usize, usize)>,
     acc: Vec<i64>,
 }
 
@@ -534,6 +617,7 @@ impl Scratch {
             o: vec![0; m.d],
             h: vec![0; m.ffn],
             scores: Vec::with_capacity((2 * m.radius + 1).pow(2)),
+            keys: Vec::with_capacity((2 * m.radius + 1).pow(2)),
             acc: vec![0; m.d / m.heads],
         }
     }
@@ -565,12 +649,12 @@ impl IntPriorModel {
             simd::Level::Avx512 => unsafe { attend_avx512(self, l, cache, pos, max_stage, s) },
             #[cfg(target_arch = "x86_64")]
             simd::Level::Avx2 => unsafe { attend_avx2(self, l, cache, pos, max_stage, s) },
-            simd::Level::Base => self.attend_body(l, cache, pos, max_stage, s),
+            simd::Level::Base => self.attend_body::<PlainDot>(l, cache, pos, max_stage, s),
         }
     }
 
     #[inline(always)]
-    fn attend_body(
+    fn attend_body<D: Dot>(
         &self,
         l: usize,
         cache: &CacheView,
@@ -584,46 +668,68 @@ impl IntPriorModel {
         let layer = &self.layer[l];
         let (pr, pc) = ((pos / cache.cols) as isize, (pos % cache.cols) as isize);
         let base = l * cache.n * d;
-        for h in 0..heads {
-            let qh = &s.q[h * dh..(h + 1) * dh];
-            s.scores.clear();
-            for dr in -r..=r {
-                let rr = pr + dr;
-                if rr < 0 || rr >= cache.rows as isize {
+        // The allowed keys of the window, in row-major window order (the same for every head):
+        // each key's position and the offset of its relative bias within a head's table.
+        s.keys.clear();
+        for dr in -r..=r {
+            let rr = pr + dr;
+            if rr < 0 || rr >= cache.rows as isize {
+                continue;
+            }
+            for dc in -r..=r {
+                let cc = pc + dc;
+                if cc < 0 || cc >= cache.cols as isize {
                     continue;
                 }
-                for dc in -r..=r {
-                    let cc = pc + dc;
-                    if cc < 0 || cc >= cache.cols as isize {
-                        continue;
-                    }
-                    let j = rr as usize * cache.cols + cc as usize;
-                    if !cache.known[j] || cache.stage_of[j] as usize > max_stage {
-                        continue;
-                    }
-                    let kj = &cache.k[base + j * d + h * dh..base + j * d + (h + 1) * dh];
-                    let b = layer.bias[(h * win + (dr + r) as usize) * win + (dc + r) as usize];
-                    s.scores.push((dot8(qh, kj) as i64 + b, j));
+                let j = rr as usize * cache.cols + cc as usize;
+                if !cache.known[j] || cache.stage_of[j] as usize > max_stage {
+                    continue;
                 }
+                s.keys
+                    .push((j, (dr + r) as usize * win + (dc + r) as usize));
+            }
+        }
+        if s.keys.is_empty() {
+            s.o.fill(0);
+            return;
+        }
+        for h in 0..heads {
+            let qh = &s.q[h * dh..(h + 1) * dh];
+            let bias = &layer.bias[h * win * win..(h + 1) * win * win];
+            s.scores.clear();
+            for &(j, b) in &s.keys {
+                let kj = &cache.k[base + j * d + h * dh..base + j * d + (h + 1) * dh];
+                s.scores.push((dot8_head::<D>(qh, kj) as i64 + bias[b], j));
             }
             let out = &mut s.o[h * dh..(h + 1) * dh];
-            let Some(max) = s.scores.iter().map(|&(v, _)| v).max() else {
-                out.fill(0);
-                continue;
-            };
+            let max = s
+                .scores
+                .iter()
+                .map(|&(v, _)| v)
+                .max()
+                .expect("keys not empty");
             let a = layer.att_a[h];
             s.acc.fill(0);
             let mut wsum = 0i64;
             for &(score, j) in &s.scores {
                 let t = rshift((max - score) * a, self.ash);
                 let w = match usize::try_from(t).ok().and_then(|t| self.att_exp.get(t)) {
-                    Some(&w) if w > 0 => w as i64,
+                    Some(&w) if w > 0 => w,
                     _ => continue,
                 };
-                wsum += w;
+                wsum += w as i64;
                 let vj = &cache.v[base + j * d + h * dh..base + j * d + (h + 1) * dh];
-                for (acc, &v) in s.acc.iter_mut().zip(vj) {
-                    *acc += w * v as i64;
+                if self.att_exp_i32 {
+                    // w < 2^31: a signed 32 x 32 -> 64-bit product per lane (vpmuldq).
+                    let w = w as i32 as i64;
+                    for (acc, &v) in s.acc.iter_mut().zip(vj) {
+                        *acc += w * (v as i32 as i64);
+                    }
+                } else {
+                    let w = w as i64;
+                    for (acc, &v) in s.acc.iter_mut().zip(vj) {
+                        *acc += w * v as i64;
+                    }
                 }
             }
             for (o, &acc) in out.iter_mut().zip(&s.acc) {
@@ -670,7 +776,7 @@ unsafe fn attend_avx2(
     max_stage: usize,
     s: &mut Scratch,
 ) {
-    m.attend_body(l, cache, pos, max_stage, s)
+    m.attend_body::<Avx2Dot>(l, cache, pos, max_stage, s)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -683,7 +789,7 @@ unsafe fn attend_avx512(
     max_stage: usize,
     s: &mut Scratch,
 ) {
-    m.attend_body(l, cache, pos, max_stage, s)
+    m.attend_body::<PlainDot>(l, cache, pos, max_stage, s)
 }
 
 /// Read-only view of the cache geometry shared by workers.

@@ -11,6 +11,7 @@ pub mod frame;
 pub mod intprior;
 pub mod modelset;
 pub mod params;
+pub mod pipeline;
 pub mod prior;
 pub mod regen;
 pub mod render;
@@ -33,7 +34,8 @@ pub use modelset::ModelSet;
 pub use prior::TokenGrid;
 pub use render::{RenderMode, RenderPolicy, RenderStats, Rendered, Renderer};
 pub use runtime::{
-    default_trt_cache_dir, describe_provider, ExecutionProvider, Network, Role, RuntimeOptions,
+    default_trt_cache_dir, describe_provider, EncoderChoice, ExecutionProvider, Network, Role,
+    RuntimeOptions,
 };
 pub use stream::{
     FrameKind, FrameStatus, StreamConfig, StreamDecoder, StreamEncoder, StreamFrame, StreamPacket,

@@ -60,6 +60,47 @@ impl FromStr for ExecutionProvider {
     }
 }
 
+/// Which of a bundle's tokenizer encoders the sender runs (docs/bundle.md "Fast encoder").
+/// Both choose tokens of the same codebook for the same prior and decoder: the choice is the
+/// sender's alone and packets carry the same model id either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EncoderChoice {
+    /// `tokenizer_encoder`: the encoder the model was trained with.
+    #[default]
+    Full,
+    /// `tokenizer_encoder_fast`: a cheaper encoder distilled to pick the same tokens; an error
+    /// when the bundle has none.
+    Fast,
+}
+
+impl EncoderChoice {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Fast => "fast",
+        }
+    }
+}
+
+impl std::fmt::Display for EncoderChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EncoderChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "full" => Ok(Self::Full),
+            "fast" => Ok(Self::Fast),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown encoder '{other}' (full, fast)"
+            ))),
+        }
+    }
+}
+
 /// Which tokenizer network a session runs (for the TensorRT shape profiles and the logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Network {
@@ -130,6 +171,8 @@ pub struct RuntimeOptions {
     pub shape_hint: Option<(u32, u32)>,
     /// Which networks open at load; the others open on first use.
     pub role: Role,
+    /// Which tokenizer encoder tokenizes frames (the sender's choice).
+    pub encoder: EncoderChoice,
 }
 
 impl RuntimeOptions {

@@ -181,11 +181,38 @@ impl StreamEncoder {
     /// Codes the next frame. `Err(Error::BudgetTooSmall)` means the frame was skipped (no
     /// packet; the stream goes on and the next packet refers to the last one sent).
     pub fn encode(&mut self, model: &mut Model, image: &RgbImage) -> Result<StreamPacket> {
+        self.encode_with(model, image, None)
+    }
+
+    /// [`Self::encode`] with the frame's tokens already made (by `model`'s encoder network or
+    /// a [`super::pipeline::TokenizerThread`] of the same bundle), and the time that took.
+    pub fn encode_tokenized(
+        &mut self,
+        model: &mut Model,
+        image: &RgbImage,
+        tokens: TokenGrid,
+        network: std::time::Duration,
+    ) -> Result<StreamPacket> {
+        if (tokens.rows, tokens.cols) != image.grid() {
+            return Err(Error::InvalidArgument(format!(
+                "a {}x{} token grid for a {}x{} frame",
+                tokens.cols, tokens.rows, image.width, image.height
+            )));
+        }
+        self.encode_with(model, image, Some((tokens, network)))
+    }
+
+    fn encode_with(
+        &mut self,
+        model: &mut Model,
+        image: &RgbImage,
+        tokens: Option<(TokenGrid, std::time::Duration)>,
+    ) -> Result<StreamPacket> {
         // The frame counter counts packets: a skipped frame leaves no gap a receiver would
         // count as lost.
         let frame = self.frame;
         let budget = self.budget();
-        let result = self.encode_frame(model, image, frame, budget);
+        let result = self.encode_frame(model, image, frame, budget, tokens);
         if result.is_ok() {
             self.frame = self.frame.wrapping_add(1);
         }
@@ -217,13 +244,18 @@ impl StreamEncoder {
         image: &RgbImage,
         frame: u32,
         budget: Option<usize>,
+        tokens: Option<(TokenGrid, std::time::Duration)>,
     ) -> Result<StreamPacket> {
         model
             .token_codec()
             .check_encodable(image.width, image.height, false)?;
-        let t0 = Instant::now();
-        let tokens = model.tokenize(image)?;
-        let network = t0.elapsed();
+        let (tokens, network) = match tokens {
+            Some(t) => t,
+            None => {
+                let t0 = Instant::now();
+                (model.tokenize(image)?, t0.elapsed())
+            }
+        };
         let t1 = Instant::now();
         let key = match &self.reference {
             None => true,

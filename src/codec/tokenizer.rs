@@ -14,8 +14,8 @@ use super::frame::RgbImage;
 use super::prior::TokenGrid;
 use super::render::TileRect;
 use super::runtime::{
-    default_trt_cache_dir, describe_provider, init_runtime, open_session, ExecutionProvider,
-    Network, Role, RuntimeOptions,
+    default_trt_cache_dir, describe_provider, init_runtime, open_session, EncoderChoice,
+    ExecutionProvider, Network, Role, RuntimeOptions,
 };
 
 /// Frames of more tokens than this (16x16 pixels each) are large: after running the network on
@@ -125,8 +125,20 @@ impl Tokenizer {
         {
             opts.trt_cache = Some(default_trt_cache_dir(&bundle.model_id.to_string()));
         }
+        let encoder = match opts.encoder {
+            EncoderChoice::Full => &bundle.tokenizer_encoder,
+            EncoderChoice::Fast => bundle.tokenizer_encoder_fast.as_ref().ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "encoder 'fast' asked for, but model bundle {} {} ({}) has no fast \
+                     encoder (manifest table [tokenizer_encoder_fast]); use encoder 'full'",
+                    bundle.name,
+                    bundle.version,
+                    bundle.dir.display()
+                ))
+            })?,
+        };
         let mut t = Self {
-            encoder: LazySession::new(&bundle.tokenizer_encoder.path, Network::Encoder),
+            encoder: LazySession::new(&encoder.path, Network::Encoder),
             decoder: LazySession::new(&bundle.tokenizer_decoder.path, Network::Decoder),
             mean: bundle.mean,
             std: bundle.std,
@@ -173,7 +185,15 @@ impl Tokenizer {
             .into_iter()
             .chain(self.tile.as_ref())
             .filter(|l| l.session.is_some())
-            .map(|l| format!("{} on {what}", l.network.as_str()))
+            .map(|l| {
+                let fast =
+                    if l.network == Network::Encoder && self.opts.encoder == EncoderChoice::Fast {
+                        " (fast)"
+                    } else {
+                        ""
+                    };
+                format!("{}{fast} on {what}", l.network.as_str())
+            })
             .collect::<Vec<_>>()
             .join(", ")
     }

@@ -865,6 +865,7 @@ impl VideoDecoderImpl for UigcDec {
             settings.threads,
             &settings.gpu,
             codec::Role::Decoder,
+            codec::EncoderChoice::Full,
         )?;
         for m in model.models_mut() {
             m.token_codec().set_regen(regen);

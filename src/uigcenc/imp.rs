@@ -12,8 +12,8 @@ use gst_video::subclass::prelude::*;
 use super::{Density, Keep};
 use crate::codec::{self, FrameParams, RgbImage};
 use crate::element::{
-    lock, model_properties, string_or, EpSettings, ExecutionProvider, DEFAULT_EP, DEFAULT_MODEL,
-    DEFAULT_THREADS,
+    lock, model_properties, string_or, EncoderChoice, EpSettings, ExecutionProvider, DEFAULT_EP,
+    DEFAULT_MODEL, DEFAULT_THREADS,
 };
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -24,6 +24,8 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
+const DEFAULT_ENCODER: EncoderChoice = EncoderChoice::Full;
+const DEFAULT_PIPELINE: bool = false;
 const DEFAULT_STREAM_ID: u32 = 0;
 const DEFAULT_KEEP: Keep = Keep::All;
 const DEFAULT_DENSITY: Density = Density::Auto;
@@ -43,6 +45,8 @@ const MAX_SIDE: i32 = codec::bitstream::MAX_DIMENSION as i32;
 struct Settings {
     model: String,
     ep: ExecutionProvider,
+    encoder: EncoderChoice,
+    pipeline: bool,
     threads: u32,
     gpu: EpSettings,
     stream_id: u32,
@@ -64,6 +68,8 @@ impl Default for Settings {
         Self {
             model: DEFAULT_MODEL.into(),
             ep: DEFAULT_EP,
+            encoder: DEFAULT_ENCODER,
+            pipeline: DEFAULT_PIPELINE,
             threads: DEFAULT_THREADS,
             gpu: EpSettings::default(),
             stream_id: DEFAULT_STREAM_ID,
@@ -136,6 +142,30 @@ struct State {
     /// The stream coder and the settings it was made with.
     stream: Option<(codec::StreamConfig, codec::StreamEncoder)>,
     reported_latency: Option<gst::ClockTime>,
+    /// The tokenizer thread and the frames in it (`pipeline=true`).
+    pipe: Option<Pipe>,
+}
+
+/// `pipeline=true`: the encoder network runs on its own thread one frame ahead of the prior.
+struct Pipe {
+    worker: codec::pipeline::TokenizerThread,
+    /// Frames submitted to the worker, oldest first.
+    pending: std::collections::VecDeque<Pending>,
+}
+
+/// A frame whose tokens are being made.
+struct Pending {
+    system_frame_number: u32,
+    meta: FrameMeta,
+}
+
+/// What a stream frame's coding needs to know besides its pixels.
+#[derive(Clone, Copy)]
+struct FrameMeta {
+    /// Frame rate (caps, else buffer duration).
+    fps: f64,
+    /// A keyframe was asked for (`GstForceKeyUnit`).
+    force: bool,
 }
 
 #[derive(Default)]
@@ -274,6 +304,26 @@ impl ObjectImpl for UigcEnc {
             let mut props =
                 model_properties("tokenizer", "Sender and receiver must use the same model");
             props.extend([
+                glib::ParamSpecEnum::builder_with_default("encoder", DEFAULT_ENCODER)
+                    .nick("Tokenizer encoder")
+                    .blurb(
+                        "full: the encoder the model was trained with; fast: the bundle's \
+                         cheaper distilled encoder (same codebook, decoder and model id: any \
+                         receiver decodes its packets; an error at start if the bundle has \
+                         none; docs/edge.md for its cost in bits and quality)",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("pipeline")
+                    .nick("Pipeline")
+                    .blurb(
+                        "Streams: run the tokenizer encoder on its own thread, one frame ahead \
+                         of the prior, so the two overlap on a multi-core CPU (more frames/s, \
+                         one frame more latency; the same packets)",
+                    )
+                    .default_value(DEFAULT_PIPELINE)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecUInt::builder("stream-id")
                     .nick("Stream id")
                     .blurb(
@@ -464,6 +514,8 @@ impl ObjectImpl for UigcEnc {
         match pspec.name() {
             "model" => settings.model = string_or(value, DEFAULT_MODEL),
             "ep" => settings.ep = value.get().expect("type checked upstream"),
+            "encoder" => settings.encoder = value.get().expect("type checked upstream"),
+            "pipeline" => settings.pipeline = value.get().expect("type checked upstream"),
             "threads" => settings.threads = value.get().expect("type checked upstream"),
             name if settings.gpu.set(name, value) => {}
             "stream-id" => settings.stream_id = value.get().expect("type checked upstream"),
@@ -502,6 +554,8 @@ impl ObjectImpl for UigcEnc {
         match pspec.name() {
             "model" => settings.model.to_value(),
             "ep" => settings.ep.to_value(),
+            "encoder" => settings.encoder.to_value(),
+            "pipeline" => settings.pipeline.to_value(),
             "threads" => settings.threads.to_value(),
             name @ ("device-id" | "trt-cache" | "fp16" | "warm-up" | "provider") => settings
                 .gpu
@@ -614,6 +668,7 @@ impl VideoEncoderImpl for UigcEnc {
             settings.threads,
             &settings.gpu,
             codec::Role::Encoder,
+            settings.encoder.into(),
         )?;
         for m in model.models_mut() {
             m.token_codec().set_max_pixels(settings.max_pixels);
@@ -626,6 +681,28 @@ impl VideoEncoderImpl for UigcEnc {
         {
             gst::info!(CAT, imp = self, "{done}");
         }
+        let pipe = if settings.pipeline {
+            let opts = crate::element::runtime_options(
+                settings.ep,
+                settings.threads,
+                &settings.gpu,
+                codec::Role::Encoder,
+                settings.encoder.into(),
+            )?;
+            let worker = codec::pipeline::TokenizerThread::spawn(model.primary().bundle(), &opts)
+                .map_err(|e| {
+                gst::error_msg!(
+                    gst::LibraryError::Init,
+                    ("pipeline: could not start the tokenizer thread: {e}")
+                )
+            })?;
+            Some(Pipe {
+                worker,
+                pending: Default::default(),
+            })
+        } else {
+            None
+        };
         *lock(&self.provider) = desc;
         *lock(&self.stats) = Stats::default();
         *lock(&self.state) = Some(State {
@@ -636,8 +713,23 @@ impl VideoEncoderImpl for UigcEnc {
             frame: 0,
             stream: None,
             reported_latency: None,
+            pipe,
         });
         Ok(())
+    }
+
+    fn finish(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
+        self.drain_pipe()
+    }
+
+    fn flush(&self) -> bool {
+        // The base class drops its pending frames; the worker's results for them go too.
+        let mut guard = lock(&self.state);
+        if let Some(pipe) = guard.as_mut().and_then(|s| s.pipe.as_mut()) {
+            while pipe.worker.receive().ok().flatten().is_some() {}
+            pipe.pending.clear();
+        }
+        true
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
@@ -730,9 +822,35 @@ impl VideoEncoderImpl for UigcEnc {
             let force = frame
                 .flags()
                 .contains(gst_video::VideoCodecFrameFlags::FORCE_KEYFRAME);
+            if let Some(pipe) = state.pipe.as_mut() {
+                if let Err(e) = pipe.worker.submit(image) {
+                    gst::element_imp_error!(self, gst::StreamError::Encode, ("{e}"));
+                    return Err(gst::FlowError::Error);
+                }
+                pipe.pending.push_back(Pending {
+                    system_frame_number: frame.system_frame_number(),
+                    meta: FrameMeta { fps, force },
+                });
+                let ready = pipe.worker.in_flight() > 1;
+                drop(guard);
+                drop(frame);
+                return if ready {
+                    self.code_pending()
+                } else {
+                    Ok(gst::FlowSuccess::Ok)
+                };
+            }
             drop(guard);
-            return self.handle_stream_frame(frame, &settings, fps, force, image, t0);
+            let meta = FrameMeta { fps, force };
+            return self.handle_stream_frame(frame, &settings, meta, image, t0, None);
         }
+        if state.pipe.as_ref().is_some_and(|p| !p.pending.is_empty()) {
+            // Frames of the stream before this still frame go first.
+            drop(guard);
+            self.drain_pipe()?;
+            guard = lock(&self.state);
+        }
+        let state = guard.as_mut().ok_or(gst::FlowError::NotNegotiated)?;
         let max_stages = super::keep_to_stages(settings.keep, state.levels).min(state.num_stages);
         let params = FrameParams {
             stream_id: settings.stream_id,
@@ -836,6 +954,69 @@ impl VideoEncoderImpl for UigcEnc {
 }
 
 impl UigcEnc {
+    /// Codes the oldest frame of the pipeline with the tokens its worker made.
+    fn code_pending(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let (done, pending) = {
+            let mut guard = lock(&self.state);
+            let Some(pipe) = guard.as_mut().and_then(|s| s.pipe.as_mut()) else {
+                return Ok(gst::FlowSuccess::Ok);
+            };
+            let done = match pipe.worker.receive() {
+                Ok(Some(done)) => done,
+                Ok(None) => return Ok(gst::FlowSuccess::Ok),
+                Err(e) => {
+                    gst::element_imp_error!(self, gst::StreamError::Encode, ("{e}"));
+                    return Err(gst::FlowError::Error);
+                }
+            };
+            (
+                done,
+                pipe.pending
+                    .pop_front()
+                    .expect("one pending per frame in flight"),
+            )
+        };
+        let obj = self.obj();
+        let Some(frame) = obj.frame(pending.system_frame_number as i32) else {
+            // Gone (a flush raced with it): nothing to finish.
+            return Ok(gst::FlowSuccess::Ok);
+        };
+        let tokens = match done.tokens {
+            Ok(t) => t,
+            Err(e) => {
+                gst::element_imp_error!(self, gst::StreamError::Encode, ("Encoding failed: {e}"));
+                return Err(gst::FlowError::Error);
+            }
+        };
+        let settings = lock(&self.settings).clone();
+        // Timed as the network's time plus the coding's (not the wait for the next frame).
+        let t0 = Instant::now()
+            .checked_sub(done.network)
+            .unwrap_or_else(Instant::now);
+        self.handle_stream_frame(
+            frame,
+            &settings,
+            pending.meta,
+            done.image,
+            t0,
+            Some((tokens, done.network)),
+        )
+    }
+
+    /// Codes every frame still in the pipeline (end of stream, or a still frame next).
+    fn drain_pipe(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
+        loop {
+            let left = lock(&self.state)
+                .as_ref()
+                .and_then(|s| s.pipe.as_ref())
+                .map_or(0, |p| p.pending.len());
+            if left == 0 {
+                return Ok(gst::FlowSuccess::Ok);
+            }
+            self.code_pending()?;
+        }
+    }
+
     /// A frame of a stream: intra or inter packets from the core's [`codec::StreamEncoder`]
     /// (made anew, keeping the frame counter and starting with a keyframe, when a stream
     /// setting changes).
@@ -843,11 +1024,12 @@ impl UigcEnc {
         &self,
         mut frame: gst_video::VideoCodecFrame,
         settings: &Settings,
-        fps: f64,
-        force: bool,
+        meta: FrameMeta,
         image: RgbImage,
         t0: Instant,
+        tokens: Option<(codec::TokenGrid, Duration)>,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let FrameMeta { fps, force } = meta;
         let config = codec::StreamConfig {
             stream_id: settings.stream_id,
             keyframe_interval: settings.keyframe_interval,
@@ -876,7 +1058,12 @@ impl UigcEnc {
             gst::debug!(CAT, imp = self, "Keyframe requested");
             enc.force_keyframe();
         }
-        let result = enc.encode(state.model.primary(), &image);
+        let result = match tokens {
+            Some((tokens, network)) => {
+                enc.encode_tokenized(state.model.primary(), &image, tokens, network)
+            }
+            None => enc.encode(state.model.primary(), &image),
+        };
         state.frame = enc.next_frame();
         drop(guard);
         let elapsed = t0.elapsed();

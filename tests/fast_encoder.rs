@@ -1,0 +1,216 @@
+//! The bundle's optional fast encoder (docs/bundle.md "Fast encoder") and the pipelined sender
+//! (`codec::pipeline`, docs/edge.md "Pipelining"): what each promises, checked on the shipped
+//! model and the tiny test model.
+
+mod common;
+
+use gstuigc::codec::{
+    self, pipeline::TokenizerThread, EncoderChoice, Model, RgbImage, RuntimeOptions, StreamConfig,
+    StreamEncoder, StreamFrame,
+};
+
+fn load_with(dir: &std::path::Path, encoder: EncoderChoice) -> codec::Result<Model> {
+    Model::load(
+        dir,
+        &RuntimeOptions {
+            encoder,
+            threads: 1,
+            ..Default::default()
+        },
+    )
+}
+
+/// kodim23 with a 64x48 piece of itself moving 12 px per frame: a real picture, one moving object.
+fn frames(n: u32) -> Vec<RgbImage> {
+    let base = common::read_png(&common::repo().join("docs/sample/kodim23.png"));
+    (0..n)
+        .map(|t| {
+            let mut img = base.clone();
+            let w = base.width as usize;
+            for y in 0..48 {
+                for x in 0..64 {
+                    let (sy, sx) = (150 + y, 330 + x);
+                    let (dy, dx) = (300 + y, 100 + 12 * t as usize + x);
+                    let s = (sy * w + sx) * 3;
+                    let d = (dy * w + dx) * 3;
+                    img.data[d..d + 3].copy_from_slice(&base.data[s..s + 3]);
+                }
+            }
+            img
+        })
+        .collect()
+}
+
+fn stream(model: &mut Model, frames: &[RgbImage]) -> Vec<Vec<u8>> {
+    let mut enc = StreamEncoder::new(StreamConfig::default()).unwrap();
+    frames
+        .iter()
+        .map(|f| enc.encode(model, f).unwrap().packet.bytes)
+        .collect()
+}
+
+fn decode_all(model: &mut Model, packets: &[Vec<u8>]) -> Vec<StreamFrame> {
+    let mut dec = codec::StreamDecoder::new();
+    packets
+        .iter()
+        .map(|p| dec.decode(model, p).unwrap())
+        .collect()
+}
+
+/// The fast encoder's packets carry the same model id and decode exactly with a receiver that
+/// only ever loaded the full encoder; most of its tokens are the full encoder's, and a stream
+/// costs about the same bytes.
+#[test]
+fn fast_encoder_packets_decode_with_the_same_model_and_tokens_mostly_agree() {
+    let Some(dir) = common::shipped_model_or_skip("fast_encoder_packets_decode") else {
+        return;
+    };
+    let bundle = codec::Bundle::load(&dir).unwrap();
+    assert!(
+        bundle.tokenizer_encoder_fast.is_some(),
+        "the shipped bundle has a fast encoder"
+    );
+    let mut fast = load_with(&dir, EncoderChoice::Fast).unwrap();
+    let mut full = load_with(&dir, EncoderChoice::Full).unwrap();
+    assert_eq!(fast.model_id(), full.model_id());
+    assert!(fast.describe_networks().contains("(fast)"));
+    assert!(!full.describe_networks().contains("(fast)"));
+
+    let frames = frames(4);
+    let (a, b) = (
+        fast.tokenize(&frames[0]).unwrap(),
+        full.tokenize(&frames[0]).unwrap(),
+    );
+    let agree = a
+        .tokens
+        .iter()
+        .zip(&b.tokens)
+        .filter(|(x, y)| x == y)
+        .count() as f64
+        / a.tokens.len() as f64;
+    assert!(
+        agree >= 0.8,
+        "only {:.1} % of the tokens agree",
+        agree * 100.0
+    );
+    assert!(
+        agree < 1.0,
+        "a different network gave identical tokens: is it loaded?"
+    );
+
+    let packets_fast = stream(&mut fast, &frames);
+    let packets_full = stream(&mut full, &frames);
+    let bytes = |p: &[Vec<u8>]| p.iter().map(Vec::len).sum::<usize>() as f64;
+    let ratio = bytes(&packets_fast) / bytes(&packets_full);
+    assert!(
+        (0.8..1.25).contains(&ratio),
+        "bytes ratio fast/full {ratio:.3}"
+    );
+    // A receiver with the full encoder decodes the fast sender's stream exactly.
+    let decoded = decode_all(&mut full, &packets_fast);
+    assert!(decoded
+        .iter()
+        .all(|f| f.status == codec::FrameStatus::Exact));
+}
+
+/// Asking for the fast encoder of a bundle that has none is an error naming the bundle and the
+/// manifest table, never a silent use of the full encoder.
+#[test]
+fn fast_encoder_of_a_bundle_without_one_is_a_clear_error() {
+    let err = match load_with(&common::tiny_model_dir(), EncoderChoice::Fast) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("the tiny model has no fast encoder"),
+    };
+    assert!(err.contains("no fast encoder"), "{err}");
+    assert!(err.contains("tokenizer_encoder_fast"), "{err}");
+    assert!("fast".parse::<EncoderChoice>().unwrap() == EncoderChoice::Fast);
+    assert!("turbo".parse::<EncoderChoice>().is_err());
+}
+
+/// The fast encoder's file is checked like the others but is not part of the model id: the same
+/// bundle without it has the same id; listed with a wrong hash it is refused, naming the field.
+#[test]
+fn fast_encoder_is_hashed_but_not_part_of_the_model_id() {
+    let Some(src) = common::shipped_model_or_skip("fast_encoder_is_hashed") else {
+        return;
+    };
+    let with = codec::Bundle::load(&src).unwrap();
+    let dir = std::env::temp_dir().join(format!("uigc-fast-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in [
+        "tokenizer_encoder.onnx",
+        "tokenizer_decoder.onnx",
+        "tokenizer_decoder_tile.onnx",
+        "prior.bin",
+    ] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let manifest = std::fs::read_to_string(src.join("manifest.toml")).unwrap();
+    let start = manifest.find("[tokenizer_encoder_fast]").unwrap();
+    let end = start + manifest[start..].find("\n\n").unwrap() + 2;
+    let without = format!("{}{}", &manifest[..start], &manifest[end..]);
+    std::fs::write(dir.join("manifest.toml"), &without).unwrap();
+    let b = codec::Bundle::load(&dir).unwrap();
+    assert!(b.tokenizer_encoder_fast.is_none());
+    assert_eq!(b.model_id, with.model_id);
+    // Listed, but the file is another network: refused, naming the field.
+    std::fs::copy(
+        src.join("tokenizer_encoder.onnx"),
+        dir.join("tokenizer_encoder_fast.onnx"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("manifest.toml"), &manifest).unwrap();
+    let err = codec::Bundle::load(&dir).unwrap_err().to_string();
+    assert!(err.contains("tokenizer_encoder_fast.sha256"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Tokens made on the tokenizer thread give the very same packets as tokens made in line, in
+/// order, and the thread reports nothing when nothing is in flight.
+#[test]
+fn pipelined_tokenizing_gives_the_same_packets() {
+    let dir = common::tiny_model_dir();
+    let mut model = common::load(&dir);
+    let frames: Vec<RgbImage> = (0..6)
+        .map(|i| {
+            let mut f = common::synthetic(96, 64, 3);
+            let x0 = 8 * i as usize;
+            for y in 16..32 {
+                for x in x0..x0 + 16 {
+                    let p = (y * 96 + x) * 3;
+                    f.data[p..p + 3].copy_from_slice(&[240, 20, 20]);
+                }
+            }
+            f
+        })
+        .collect();
+    let inline = stream(&mut model, &frames);
+
+    let mut worker = TokenizerThread::spawn(model.bundle(), &RuntimeOptions::default()).unwrap();
+    assert!(worker.receive().unwrap().is_none());
+    let mut enc = StreamEncoder::new(StreamConfig::default()).unwrap();
+    let mut piped = Vec::new();
+    for f in &frames {
+        worker.submit(f.clone()).unwrap();
+        if worker.in_flight() > 1 {
+            let t = worker.receive().unwrap().unwrap();
+            let p = enc
+                .encode_tokenized(&mut model, &t.image, t.tokens.unwrap(), t.network)
+                .unwrap();
+            piped.push(p.packet.bytes);
+        }
+    }
+    while let Some(t) = worker.receive().unwrap() {
+        let p = enc
+            .encode_tokenized(&mut model, &t.image, t.tokens.unwrap(), t.network)
+            .unwrap();
+        piped.push(p.packet.bytes);
+    }
+    assert_eq!(piped, inline);
+    // Tokens of another frame size are refused.
+    let other = model.tokenize(&common::synthetic(32, 32, 1)).unwrap();
+    let err = enc
+        .encode_tokenized(&mut model, &frames[0], other, std::time::Duration::ZERO)
+        .unwrap_err();
+    assert!(err.to_string().contains("token grid"), "{err}");
+}
