@@ -442,7 +442,49 @@ mod simd {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn matvec_avx2(w: &[i8], inputs: usize, n: &[i8], out: &mut [i32]) {
-        super::matvec_body::<super::Avx2Dot>(w, inputs, n, out)
+        use std::arch::x86_64::*;
+        const MAX_CHUNKS: usize = 64;
+        let chunks = inputs / 16;
+        if !inputs.is_multiple_of(16)
+            || chunks > MAX_CHUNKS
+            || n.len() < inputs
+            || w.len() < out.len() * inputs
+        {
+            return super::matvec_body::<super::Avx2Dot>(w, inputs, n, out);
+        }
+        // `n` widened to i16 once, then four rows at a time share it: each row's 16-wide
+        // `vpmaddwd` partial sums, reduced together with three horizontal adds.
+        let mut nv = [_mm256_setzero_si256(); MAX_CHUNKS];
+        for (c, v) in nv.iter_mut().enumerate().take(chunks) {
+            // SAFETY: 16 * (c + 1) <= inputs <= n.len().
+            *v = _mm256_cvtepi8_epi16(_mm_loadu_si128(n.as_ptr().add(16 * c) as *const __m128i));
+        }
+        let rows = out.len();
+        let wp = w.as_ptr();
+        let mut o = 0;
+        while o + 4 <= rows {
+            let mut acc = [_mm256_setzero_si256(); 4];
+            for (c, x) in nv.iter().enumerate().take(chunks) {
+                for (r, a) in acc.iter_mut().enumerate() {
+                    // SAFETY: (o + r) * inputs + 16 * (c + 1) <= rows * inputs <= w.len().
+                    let row = wp.add((o + r) * inputs + 16 * c) as *const __m128i;
+                    *a = _mm256_add_epi32(
+                        *a,
+                        _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128(row)), *x),
+                    );
+                }
+            }
+            let s01 = _mm256_hadd_epi32(acc[0], acc[1]);
+            let s23 = _mm256_hadd_epi32(acc[2], acc[3]);
+            let s = _mm256_hadd_epi32(s01, s23);
+            let sum = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+            // SAFETY: o + 4 <= out.len().
+            _mm_storeu_si128(out.as_mut_ptr().add(o) as *mut __m128i, sum);
+            o += 4;
+        }
+        for r in o..rows {
+            out[r] = dot8_avx2(&w[r * inputs..(r + 1) * inputs], n);
+        }
     }
 
     /// `sum a_i b_i` over `min(len)` entries: 16 products per `vpmaddwd` step (pairs of i8 x i8
@@ -1057,5 +1099,67 @@ impl IntPrior {
             self.cache.as_mut().expect("cache").known_through = j + 1;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pseudo_random(len: usize, seed: u32) -> Vec<i8> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(7);
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                // The extremes included: -128 and 127 are where a narrower sum would overflow.
+                match s % 16 {
+                    0 => -128,
+                    1 => 127,
+                    _ => (s >> 8) as i8,
+                }
+            })
+            .collect()
+    }
+
+    /// Every code path of the dot products and matrix-vector products gives the plain sums, for
+    /// lengths on and off the vector widths and row counts on and off the 4-row blocks.
+    #[test]
+    fn simd_dot_products_equal_the_plain_sums() {
+        for inputs in [1usize, 7, 8, 15, 16, 24, 31, 32, 96, 192, 1024, 1040] {
+            for rows in [1usize, 3, 4, 5, 8, 13] {
+                let w = pseudo_random(rows * inputs, (inputs * 31 + rows) as u32);
+                let n = pseudo_random(inputs, inputs as u32);
+                let plain: Vec<i32> = (0..rows)
+                    .map(|o| {
+                        w[o * inputs..(o + 1) * inputs]
+                            .iter()
+                            .zip(&n)
+                            .map(|(&a, &b)| a as i32 * b as i32)
+                            .sum()
+                    })
+                    .collect();
+                let mut out = vec![0i32; rows];
+                matvec(&w, inputs, &n, &mut out);
+                assert_eq!(out, plain, "matvec, {rows} x {inputs}");
+                let mut body = vec![0i32; rows];
+                matvec_body::<PlainDot>(&w, inputs, &n, &mut body);
+                assert_eq!(body, plain, "plain body, {rows} x {inputs}");
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    let mut v = vec![0i32; rows];
+                    // SAFETY: AVX2 is present.
+                    unsafe { simd::matvec_avx2(&w, inputs, &n, &mut v) };
+                    assert_eq!(v, plain, "avx2 matvec, {rows} x {inputs}");
+                    for (o, &p) in plain.iter().enumerate() {
+                        let row = &w[o * inputs..(o + 1) * inputs];
+                        // SAFETY: AVX2 is present.
+                        assert_eq!(unsafe { simd::dot8_avx2(row, &n) }, p);
+                        assert_eq!(dot8_head::<Avx2Dot>(row, &n), p);
+                    }
+                }
+            }
+        }
     }
 }
