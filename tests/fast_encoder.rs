@@ -135,21 +135,7 @@ fn fast_encoder_is_hashed_but_not_part_of_the_model_id() {
         return;
     };
     let with = codec::Bundle::load(&src).unwrap();
-    let dir = std::env::temp_dir().join(format!("uigc-fast-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    for f in [
-        "tokenizer_encoder.onnx",
-        "tokenizer_decoder.onnx",
-        "tokenizer_decoder_tile.onnx",
-        "prior.bin",
-    ] {
-        std::fs::copy(src.join(f), dir.join(f)).unwrap();
-    }
-    let manifest = std::fs::read_to_string(src.join("manifest.toml")).unwrap();
-    let start = manifest.find("[tokenizer_encoder_fast]").unwrap();
-    let end = start + manifest[start..].find("\n\n").unwrap() + 2;
-    let without = format!("{}{}", &manifest[..start], &manifest[end..]);
-    std::fs::write(dir.join("manifest.toml"), &without).unwrap();
+    let (dir, manifest) = common::bundle_copy_without(&src, "fast", "tokenizer_encoder_fast");
     let b = codec::Bundle::load(&dir).unwrap();
     assert!(b.tokenizer_encoder_fast.is_none());
     assert_eq!(b.model_id, with.model_id);

@@ -274,21 +274,7 @@ fn the_tile_graph_is_checked_but_not_part_of_the_model_id() {
     let with = codec::Bundle::load(&src).unwrap();
     assert!(with.tokenizer_decoder_tile.is_some());
     // The same bundle without the tile graph: same model id (packets stay compatible).
-    let dir = std::env::temp_dir().join(format!("uigc-render-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    for f in [
-        "tokenizer_encoder.onnx",
-        "tokenizer_encoder_fast.onnx",
-        "tokenizer_decoder.onnx",
-        "prior.bin",
-    ] {
-        std::fs::copy(src.join(f), dir.join(f)).unwrap();
-    }
-    let manifest = std::fs::read_to_string(src.join("manifest.toml")).unwrap();
-    let start = manifest.find("[tokenizer_decoder_tile]").unwrap();
-    let end = start + manifest[start..].find("\n\n").unwrap() + 2;
-    let without = format!("{}{}", &manifest[..start], &manifest[end..]);
-    std::fs::write(dir.join("manifest.toml"), &without).unwrap();
+    let (dir, manifest) = common::bundle_copy_without(&src, "render", "tokenizer_decoder_tile");
     let b = codec::Bundle::load(&dir).unwrap();
     assert!(b.tokenizer_decoder_tile.is_none());
     assert_eq!(b.model_id, with.model_id);

@@ -95,6 +95,20 @@ def atomic_torch_save(obj, path: str) -> None:
     os.replace(tmp, path)
 
 
+def stop_on_signals(log) -> dict:
+    """SIGTERM / SIGINT set the returned dict's "flag": a training loop checkpoints and stops."""
+    import signal
+    stop = {"flag": False}
+
+    def on_signal(signum, frame):
+        log.info(f"signal {signum}: checkpointing and stopping")
+        stop["flag"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
+
+
 class Deadline:
     """Wall-clock limit for one invocation."""
 

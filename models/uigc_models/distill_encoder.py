@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-import signal
 import sys
 import time
 
@@ -32,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .common import RUNS_ROOT, Deadline, atomic_torch_save, run_dir, save_json, seed_all, set_threads, setup_logging, \
-    write_config
+    stop_on_signals, write_config
 from .data import CACHE_FILE, CropSampler, load_cache, to_tensor_m11
 from .model import Encoder, Tokenizer, count_params
 
@@ -63,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def tokenizer_from_args(a: dict, state: dict) -> Tokenizer:
+    """The Tokenizer a checkpoint's args describe, with its weights."""
+    tok = Tokenizer(a["k"], a["code_dim"], a["enc_ch"], a["enc_res"], a["dec_ch"], a["dec_res"],
+                    up_mode=a.get("up_mode") or "nearest")
+    tok.load_state_dict(state)
+    return tok
+
+
 def codeword_logits(z: torch.Tensor, embed: torch.Tensor, tau: float) -> torch.Tensor:
     """z [N, D, h, w] (normalised), embed [K, D] -> logits [N, K, h, w] = -||z - e_k||^2 / tau."""
     d = (embed ** 2).sum(1)[None, :, None, None] - 2.0 * torch.einsum("ndhw,kd->nkhw", z, embed)
@@ -72,25 +79,9 @@ def codeword_logits(z: torch.Tensor, embed: torch.Tensor, tau: float) -> torch.T
 def export_encoder(ckpt_path: str, out_path: str) -> str:
     """Write a checkpoint's encoder as the bundle's tokenizer_encoder.onnx (image -> indices, the codebook
     search inside the graph), with the same exporter settings as export.py."""
-    import onnx
-
-    from .export import OPSET, OnnxEncoder
+    from .export import OnnxEncoder, export_encoder_graph
     ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    a = ck["args"]
-    tok = Tokenizer(a["k"], a["code_dim"], a["enc_ch"], a["enc_res"], a["dec_ch"], a["dec_res"],
-                    up_mode=a.get("up_mode") or "nearest")
-    tok.load_state_dict(ck["model"])
-    with torch.no_grad():
-        torch.onnx.export(OnnxEncoder(tok).eval(), (torch.zeros(1, 3, 64, 96),), out_path, dynamo=False,
-                          opset_version=OPSET, input_names=["image"], output_names=["indices"],
-                          dynamic_axes={"image": {2: "H", 3: "W"}, "indices": {1: "h", 2: "w"}},
-                          do_constant_folding=True)
-    m = onnx.load(out_path)
-    onnx.checker.check_model(m)
-    m.producer_version = ""
-    m.doc_string = ""
-    onnx.save(m, out_path)
-    return out_path
+    return export_encoder_graph(OnnxEncoder(tokenizer_from_args(ck["args"], ck["model"])), out_path)
 
 
 FAST_FILE = "tokenizer_encoder_fast.onnx"
@@ -138,9 +129,7 @@ def main(argv=None) -> int:
 
     teacher_ck = torch.load(args.teacher, map_location="cpu", weights_only=False)
     targs = dict(teacher_ck["args"])
-    teacher = Tokenizer(targs["k"], targs["code_dim"], targs["enc_ch"], targs["enc_res"], targs["dec_ch"],
-                        targs["dec_res"], up_mode=targs.get("up_mode") or "nearest")
-    teacher.load_state_dict(teacher_ck["model"])
+    teacher = tokenizer_from_args(targs, teacher_ck["model"])
     teacher.eval().requires_grad_(False)
     embed = teacher.quant.embed.detach()
 
@@ -167,14 +156,7 @@ def main(argv=None) -> int:
     with torch.no_grad():
         val_idx = teacher.encode_indices(val)
 
-    stop = {"flag": False}
-
-    def on_signal(signum, frame):
-        log.info(f"signal {signum}: checkpointing and stopping")
-        stop["flag"] = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals(log)
 
     def save():
         hp = dict(targs, enc_ch=list(args.enc_ch), enc_res=list(args.enc_res))

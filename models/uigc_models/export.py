@@ -90,29 +90,39 @@ def to_net(a_u8: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
 
 
-def export_graphs(encoder: nn.Module, decoder: nn.Module, out_dir: str) -> tuple[str, str]:
-    """Write tokenizer_encoder.onnx / tokenizer_decoder.onnx from two torch modules with the bundle's I/O
-    (encoder: image [1,3,H,W] -> indices int64 [1,H/16,W/16]; decoder: the reverse), opset 17, dynamic H, W."""
-    enc_p = os.path.join(out_dir, "tokenizer_encoder.onnx")
-    dec_p = os.path.join(out_dir, "tokenizer_decoder.onnx")
+def finalize_onnx(path: str) -> str:
+    """Check an exported graph and strip the producer's version, so the file does not change with
+    the torch build."""
+    import onnx
+    m = onnx.load(path)
+    onnx.checker.check_model(m)
+    m.producer_version = ""
+    m.doc_string = ""
+    onnx.save(m, path)
+    return path
+
+
+def export_encoder_graph(encoder: nn.Module, path: str) -> str:
+    """An encoder module (image [1,3,H,W] -> indices int64 [1,H/16,W/16]) as the bundle's encoder graph."""
     with torch.no_grad():
-        torch.onnx.export(encoder.eval(), (torch.zeros(1, 3, 64, 96),), enc_p, dynamo=False,
+        torch.onnx.export(encoder.eval(), (torch.zeros(1, 3, 64, 96),), path, dynamo=False,
                           opset_version=OPSET, input_names=["image"], output_names=["indices"],
                           dynamic_axes={"image": {2: "H", 3: "W"}, "indices": {1: "h", 2: "w"}},
                           do_constant_folding=True)
+    return finalize_onnx(path)
+
+
+def export_graphs(encoder: nn.Module, decoder: nn.Module, out_dir: str) -> tuple[str, str]:
+    """Write tokenizer_encoder.onnx / tokenizer_decoder.onnx from two torch modules with the bundle's I/O
+    (encoder: image [1,3,H,W] -> indices int64 [1,H/16,W/16]; decoder: the reverse), opset 17, dynamic H, W."""
+    enc_p = export_encoder_graph(encoder, os.path.join(out_dir, "tokenizer_encoder.onnx"))
+    dec_p = os.path.join(out_dir, "tokenizer_decoder.onnx")
+    with torch.no_grad():
         torch.onnx.export(decoder.eval(), (torch.zeros(1, 4, 6, dtype=torch.long),), dec_p, dynamo=False,
                           opset_version=OPSET, input_names=["indices"], output_names=["image"],
                           dynamic_axes={"indices": {1: "h", 2: "w"}, "image": {2: "H", 3: "W"}},
                           do_constant_folding=True)
-    import onnx
-    for p in (enc_p, dec_p):
-        m = onnx.load(p)
-        onnx.checker.check_model(m)
-        # strip the producer's version so the file does not change with the torch build
-        m.producer_version = ""
-        m.doc_string = ""
-        onnx.save(m, p)
-    return enc_p, dec_p
+    return enc_p, finalize_onnx(dec_p)
 
 
 def export_onnx(tok: Tokenizer, out_dir: str) -> tuple[str, str]:

@@ -109,7 +109,7 @@ class TileDecoder(nn.Module):
 
 def export_tile_graph(tok: Tokenizer, out_dir: str) -> str:
     """Write tokenizer_decoder_tile.onnx (opset 17, dynamic h, w) into out_dir."""
-    import onnx
+    from .export import finalize_onnx
     m = TileDecoder(tok).eval()
     p = os.path.join(out_dir, TILE_FILE)
     with torch.no_grad():
@@ -118,12 +118,7 @@ def export_tile_graph(tok: Tokenizer, out_dir: str) -> str:
                           input_names=["indices", "stats_in", "stats_weight"], output_names=["image", "stats"],
                           dynamic_axes={"indices": {1: "h", 2: "w"}, "image": {2: "H", 3: "W"}},
                           do_constant_folding=True)
-    mo = onnx.load(p)
-    onnx.checker.check_model(mo)
-    mo.producer_version = ""
-    mo.doc_string = ""
-    onnx.save(mo, p)
-    return p
+    return finalize_onnx(p)
 
 
 # ---------------------------------------------------------------------------------------------

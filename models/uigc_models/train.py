@@ -15,7 +15,6 @@ import glob
 import json
 import math
 import os
-import signal
 import sys
 import time
 
@@ -24,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .common import (CACHE_ROOT, RUNS_ROOT, Deadline, atomic_torch_save, pick_device, run_dir, save_json,
-                     seed_all, set_threads, setup_logging, write_config)
+                     seed_all, set_threads, setup_logging, write_config, stop_on_signals)
 from . import colour
 from .data import CACHE_FILE, CropSampler, load_cache, to_tensor_m11
 from .lpips import LPIPS
@@ -282,14 +281,7 @@ def main(argv=None) -> int:
     val = fixed_val_batch(data["images"]).to(device)
     log.info(f"training images: {data['n_files']} files ({len(data['images'])} arrays incl. rescaled)")
 
-    stop = {"flag": False}
-
-    def on_signal(signum, frame):
-        log.info(f"signal {signum}: checkpointing and stopping")
-        stop["flag"] = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals(log)
 
     deadline = Deadline(args.max_minutes)
     total_s = args.total_minutes * 60.0

@@ -235,3 +235,25 @@ pub fn gst_init() {
 pub fn tiny_model_prop() -> String {
     format!("model={}", tiny_model_dir().display())
 }
+
+/// A copy of the bundle `src` in a fresh temporary folder (named after `tag`) without the
+/// manifest table `[section]` and its file: every other file the manifest names is copied.
+/// Returns the folder and the original manifest text (write it back to list the section again).
+pub fn bundle_copy_without(src: &Path, tag: &str, section: &str) -> (PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("uigc-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = std::fs::read_to_string(src.join("manifest.toml")).unwrap();
+    let start = manifest
+        .find(&format!("[{section}]"))
+        .unwrap_or_else(|| panic!("{} has no [{section}]", src.display()));
+    let end = start + manifest[start..].find("\n\n").unwrap() + 2;
+    for line in manifest[..start].lines().chain(manifest[end..].lines()) {
+        if let Some(file) = line.strip_prefix("path = ") {
+            let file = file.trim_matches('"');
+            std::fs::copy(src.join(file), dir.join(file)).unwrap();
+        }
+    }
+    let without = format!("{}{}", &manifest[..start], &manifest[end..]);
+    std::fs::write(dir.join("manifest.toml"), without).unwrap();
+    (dir, manifest)
+}
