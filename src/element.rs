@@ -282,13 +282,8 @@ pub(crate) fn runtime_options(
 /// names); empty = the shipped default. Returns the set and a description for logs and errors.
 pub(crate) fn load_models(
     model: &str,
-    ep: ExecutionProvider,
-    threads: u32,
-    gpu: &EpSettings,
-    role: codec::Role,
-    encoder: codec::EncoderChoice,
+    opts: &codec::RuntimeOptions,
 ) -> Result<(codec::ModelSet, String), gst::ErrorMessage> {
-    gpu.warm_up()?; // a bad value is refused before any model loads
     let dirs: Vec<PathBuf> = if model.trim().is_empty() {
         vec![codec::default_model_dir().map_err(|e| {
             gst::error_msg!(
@@ -299,10 +294,9 @@ pub(crate) fn load_models(
     } else {
         model.split(',').map(|d| PathBuf::from(d.trim())).collect()
     };
-    let opts = runtime_options(ep, threads, gpu, role, encoder)?;
     let mut models = Vec::with_capacity(dirs.len());
     for dir in &dirs {
-        let model = codec::Model::load(dir, &opts).map_err(|e| {
+        let model = codec::Model::load(dir, opts).map_err(|e| {
             let text = format!("could not load model {}: {e}", dir.display());
             match e {
                 codec::Error::RuntimeNotFound { .. } | codec::Error::RuntimeLoad { .. } => {

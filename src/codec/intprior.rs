@@ -443,7 +443,9 @@ mod simd {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn matvec_avx2(w: &[i8], inputs: usize, n: &[i8], out: &mut [i32]) {
         use std::arch::x86_64::*;
-        const MAX_CHUNKS: usize = 64;
+        // Inputs up to 256 (the prior's d and ffn): a 512-byte buffer set up per call; wider
+        // inputs take the row-by-row path.
+        const MAX_CHUNKS: usize = 16;
         let chunks = inputs / 16;
         if !inputs.is_multiple_of(16)
             || chunks > MAX_CHUNKS

@@ -859,14 +859,14 @@ impl VideoDecoderImpl for UigcDec {
             .regen
             .parse()
             .map_err(|e: codec::Error| gst::error_msg!(gst::LibraryError::Settings, ("{e}")))?;
-        let (mut model, model_desc) = crate::element::load_models(
-            &settings.model,
+        let opts = crate::element::runtime_options(
             settings.ep,
             settings.threads,
             &settings.gpu,
             codec::Role::Decoder,
             codec::EncoderChoice::Full,
         )?;
+        let (mut model, model_desc) = crate::element::load_models(&settings.model, &opts)?;
         for m in model.models_mut() {
             m.token_codec().set_regen(regen);
             m.token_codec().set_max_pixels(settings.max_pixels);

@@ -662,14 +662,14 @@ impl VideoEncoderImpl for UigcEnc {
         if let Err(e) = settings.regen.parse::<codec::RegenMode>() {
             return Err(gst::error_msg!(gst::LibraryError::Settings, ("{e}")));
         }
-        let (mut model, desc) = crate::element::load_models(
-            &settings.model,
+        let opts = crate::element::runtime_options(
             settings.ep,
             settings.threads,
             &settings.gpu,
             codec::Role::Encoder,
             settings.encoder.into(),
         )?;
+        let (mut model, desc) = crate::element::load_models(&settings.model, &opts)?;
         for m in model.models_mut() {
             m.token_codec().set_max_pixels(settings.max_pixels);
             m.token_codec().set_work_limit(settings.work_limit);
@@ -682,13 +682,6 @@ impl VideoEncoderImpl for UigcEnc {
             gst::info!(CAT, imp = self, "{done}");
         }
         let pipe = if settings.pipeline {
-            let opts = crate::element::runtime_options(
-                settings.ep,
-                settings.threads,
-                &settings.gpu,
-                codec::Role::Encoder,
-                settings.encoder.into(),
-            )?;
             let worker = codec::pipeline::TokenizerThread::spawn(model.primary().bundle(), &opts)
                 .map_err(|e| {
                 gst::error_msg!(
