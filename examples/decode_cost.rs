@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use gstuigc::codec::{default_model_dir, Model, RuntimeOptions};
+use gstuigc::codec::{default_model_dir, DecoderChoice, Model, RuntimeOptions};
 
 /// user + system CPU seconds of this process.
 fn cpu_seconds() -> f64 {
@@ -42,13 +42,14 @@ fn memory_mb() -> (f64, f64) {
 fn main() {
     let mut args = std::env::args().skip(1);
     let (mut repeat, mut flood, mut max_pixels, mut files) = (1usize, None, None, Vec::new());
-    let mut threads = 0usize;
+    let (mut threads, mut decoder) = (0usize, DecoderChoice::Auto);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--repeat" => repeat = args.next().unwrap().parse().unwrap(),
             "--flood" => flood = Some(args.next().unwrap().parse::<f64>().unwrap()),
             "--max-pixels" => max_pixels = Some(args.next().unwrap().parse::<u64>().unwrap()),
             "--threads" => threads = args.next().unwrap().parse().unwrap(),
+            "--decoder" => decoder = args.next().unwrap().parse().unwrap(),
             f => files.push(std::path::PathBuf::from(f)),
         }
     }
@@ -57,6 +58,7 @@ fn main() {
         .unwrap_or_else(|| default_model_dir().unwrap());
     let opts = RuntimeOptions {
         threads,
+        decoder,
         ..RuntimeOptions::default()
     };
     let mut model = Model::load(&dir, &opts).unwrap();

@@ -67,6 +67,36 @@ impl From<EncoderChoice> for codec::EncoderChoice {
     }
 }
 
+/// Which of the bundle's tokenizer decoders `uigcdec` runs (docs/bundle.md "Fast decoder").
+#[derive(Debug, Eq, PartialEq, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstUigcDecoderChoice")]
+pub(crate) enum DecoderChoice {
+    #[default]
+    #[enum_value(
+        name = "Auto: the fast decoder when the bundle has one and ep is cpu, else the full one",
+        nick = "auto"
+    )]
+    Auto,
+    #[enum_value(name = "Full: the model's float decoder graphs", nick = "full")]
+    Full,
+    #[enum_value(
+        name = "Fast: the bundle's int8 sub-pixel decoder (same tokens, ~43 dB of the full one's pictures)",
+        nick = "fast"
+    )]
+    Fast,
+}
+
+impl From<DecoderChoice> for codec::DecoderChoice {
+    fn from(d: DecoderChoice) -> Self {
+        match d {
+            DecoderChoice::Auto => codec::DecoderChoice::Auto,
+            DecoderChoice::Full => codec::DecoderChoice::Full,
+            DecoderChoice::Fast => codec::DecoderChoice::Fast,
+        }
+    }
+}
+
 /// Defaults of the properties both elements share.
 pub(crate) const DEFAULT_MODEL: &str = "";
 pub(crate) const DEFAULT_EP: ExecutionProvider = ExecutionProvider::Cpu;
@@ -260,6 +290,7 @@ pub(crate) fn runtime_options(
     gpu: &EpSettings,
     role: codec::Role,
     encoder: codec::EncoderChoice,
+    decoder: codec::DecoderChoice,
 ) -> Result<codec::RuntimeOptions, gst::ErrorMessage> {
     Ok(codec::RuntimeOptions {
         library: None,
@@ -274,6 +305,7 @@ pub(crate) fn runtime_options(
         },
         role,
         encoder,
+        decoder,
     })
 }
 

@@ -73,7 +73,8 @@ fn fewer_stages_decode_with_regenerated_tokens() {
 }
 
 /// The tokenizer golden vectors written by the Python exporter, checked through ONNX Runtime
-/// from Rust: identical indices, decoded image within float tolerance.
+/// from Rust: identical indices, decoded image within float tolerance (the model's float
+/// decoder: the golden picture is its output, the fast decoder's is tested in fast_encoder.rs).
 #[test]
 fn tokenizer_golden_vectors() {
     let mut dirs = vec![tiny_model_dir(), tiny_model_b_dir(), tiny_model_k4_dir()];
@@ -81,7 +82,14 @@ fn tokenizer_golden_vectors() {
     for dir in dirs {
         let golden = dir.join("golden");
         let meta: serde_json_lite::Meta = serde_json_lite::read(&golden.join("golden.json"));
-        let mut model = load(&dir);
+        let mut model = gstuigc::codec::Model::load(
+            &dir,
+            &gstuigc::codec::RuntimeOptions {
+                decoder: gstuigc::codec::DecoderChoice::Full,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let img = read_png(&golden.join(&meta.input));
         let grid = model.tokenize(&img).unwrap();
         let want: Vec<u16> = std::fs::read(golden.join(&meta.indices))

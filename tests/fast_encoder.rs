@@ -1,12 +1,12 @@
-//! The bundle's optional fast encoder (docs/bundle.md "Fast encoder") and the pipelined sender
-//! (`codec::pipeline`, docs/edge.md "Pipelining"): what each promises, checked on the shipped
-//! model and the tiny test model.
+//! The bundle's optional fast encoder and fast decoder (docs/bundle.md "Fast encoder", "Fast
+//! decoder") and the pipelined sender (`codec::pipeline`, docs/edge.md "Pipelining"): what each
+//! promises, checked on the shipped model and the tiny test model.
 
 mod common;
 
 use gstuigc::codec::{
-    self, pipeline::TokenizerThread, EncoderChoice, Model, RgbImage, RuntimeOptions, StreamConfig,
-    StreamEncoder, StreamFrame,
+    self, pipeline::TokenizerThread, DecoderChoice, EncoderChoice, Model, RgbImage, RuntimeOptions,
+    StreamConfig, StreamEncoder, StreamFrame,
 };
 
 fn load_with(dir: &std::path::Path, encoder: EncoderChoice) -> codec::Result<Model> {
@@ -73,8 +73,8 @@ fn fast_encoder_packets_decode_with_the_same_model_and_tokens_mostly_agree() {
     let mut fast = load_with(&dir, EncoderChoice::Fast).unwrap();
     let mut full = load_with(&dir, EncoderChoice::Full).unwrap();
     assert_eq!(fast.model_id(), full.model_id());
-    assert!(fast.describe_networks().contains("(fast)"));
-    assert!(!full.describe_networks().contains("(fast)"));
+    assert!(fast.describe_networks().contains("encoder (fast)"));
+    assert!(!full.describe_networks().contains("encoder (fast)"));
 
     let frames = frames(4);
     let (a, b) = (
@@ -199,4 +199,95 @@ fn pipelined_tokenizing_gives_the_same_packets() {
         .encode_tokenized(&mut model, &frames[0], other, std::time::Duration::ZERO)
         .unwrap_err();
     assert!(err.to_string().contains("token grid"), "{err}");
+}
+
+fn load_decoder(dir: &std::path::Path, decoder: DecoderChoice) -> codec::Result<Model> {
+    Model::load(
+        dir,
+        &RuntimeOptions {
+            decoder,
+            threads: 1,
+            ..Default::default()
+        },
+    )
+}
+
+/// PSNR (dB) between two pictures of the same size.
+fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
+    assert_eq!((a.width, a.height), (b.width, b.height));
+    let se: f64 = a
+        .data
+        .iter()
+        .zip(&b.data)
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum();
+    10.0 * (255.0f64.powi(2) * a.data.len() as f64 / se.max(1e-9)).log10()
+}
+
+/// The shipped fast decoder renders the packet's tokens close to the full decoder (but is a
+/// different graph, not a copy), full decodes and tiles alike; `auto` takes it on the CPU.
+#[test]
+fn fast_decoder_renders_the_same_tokens_close_to_the_full_one() {
+    let Some(dir) = common::shipped_model_or_skip("fast_decoder_renders") else {
+        return;
+    };
+    let mut fast = load_decoder(&dir, DecoderChoice::Fast).unwrap();
+    let mut full = load_decoder(&dir, DecoderChoice::Full).unwrap();
+    let auto = load_decoder(&dir, DecoderChoice::Auto).unwrap();
+    assert!(fast.describe_networks().contains("decoder (fast)"));
+    assert!(auto.describe_networks().contains("decoder (fast)"));
+    assert!(!full.describe_networks().contains("(fast)"));
+    assert_eq!(fast.model_id(), full.model_id());
+
+    let frames = frames(3);
+    let packets = stream(&mut full, &frames);
+    let a = decode_all(&mut fast, &packets);
+    let b = decode_all(&mut full, &packets);
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_eq!(x.status, codec::FrameStatus::Exact, "frame {i}");
+        let p = psnr(&x.image, &y.image);
+        assert!(
+            (38.0..70.0).contains(&p),
+            "frame {i}: fast vs full {p:.1} dB (a copy of the full graph, or a broken one?)"
+        );
+    }
+}
+
+/// `fast` needs both fast graphs of a bundle with a tile graph and names what is missing; `auto`
+/// then renders with the full ones. The files are hashed but outside the model id.
+#[test]
+fn fast_decoder_needs_its_graphs_and_stays_out_of_the_model_id() {
+    let Some(src) = common::shipped_model_or_skip("fast_decoder_needs") else {
+        return;
+    };
+    let with = codec::Bundle::load(&src).unwrap();
+    assert!(with.tokenizer_decoder_fast.is_some() && with.tokenizer_decoder_tile_fast.is_some());
+    for (tag, section) in [
+        ("fastdec", "tokenizer_decoder_fast"),
+        ("fasttile", "tokenizer_decoder_tile_fast"),
+    ] {
+        let (dir, manifest) = common::bundle_copy_without(&src, tag, section);
+        assert_eq!(codec::Bundle::load(&dir).unwrap().model_id, with.model_id);
+        let err = match load_decoder(&dir, DecoderChoice::Fast) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("decoder 'fast' without [{section}] loaded"),
+        };
+        assert!(err.contains(&format!("[{section}]")), "{err}");
+        let auto = load_decoder(&dir, DecoderChoice::Auto).unwrap();
+        assert!(!auto.describe_networks().contains("(fast)"), "{section}");
+        // Listed with another file's bytes: refused, naming the field.
+        std::fs::copy(
+            src.join("tokenizer_decoder.onnx"),
+            dir.join(format!("{section}.onnx")),
+        )
+        .unwrap();
+        std::fs::write(dir.join("manifest.toml"), &manifest).unwrap();
+        let err = codec::Bundle::load(&dir).unwrap_err().to_string();
+        assert!(err.contains(&format!("{section}.sha256")), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    // The tiny model has none: auto is the full decoder, fast an error.
+    assert!(load_decoder(&common::tiny_model_dir(), DecoderChoice::Fast).is_err());
+    assert!("auto".parse::<DecoderChoice>().unwrap() == DecoderChoice::Auto);
+    assert!("turbo".parse::<DecoderChoice>().is_err());
 }

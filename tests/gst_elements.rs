@@ -1069,6 +1069,18 @@ fn fast_encoder_without_one_in_the_bundle_fails_the_start() {
 }
 
 #[test]
+fn decoder_property_defaults_to_auto_and_fast_needs_the_bundle_s_graphs() {
+    common::gst_init();
+    let d = decoder(&tiny());
+    let value = d.property_value("decoder");
+    let (_, auto) = gst::glib::EnumValue::from_value(&value).unwrap();
+    assert_eq!(auto.nick(), "auto");
+    d.set_property_from_str("decoder", "fast");
+    let err = start_error(&d);
+    assert!(err.contains("tokenizer_decoder_fast"), "{err}");
+}
+
+#[test]
 fn keyframe_interval_and_force_key_unit_give_keyframes() {
     common::gst_init();
     let props = [("keyframe-interval", "3")];

@@ -126,3 +126,41 @@ def test_fast_encoder(bundle):
     assert i_fast.min() >= 0 and i_fast.max() < m["codebook_size"]
     agree = (i_fast == i_full).mean()
     assert agree >= 0.75, f"fast encoder agrees with the full one on {agree:.1%} of the golden tokens"
+
+
+FAST_DECODER_BUNDLES = [b for b in BUNDLES if "tokenizer_decoder_fast" in read_manifest(b)]
+
+
+@pytest.mark.parametrize("bundle", FAST_DECODER_BUNDLES, ids=[os.path.basename(b) for b in FAST_DECODER_BUNDLES])
+def test_fast_decoder(bundle):
+    """The optional fast decoder and fast tile graph (docs/bundle.md "Fast decoder"): the decoder's I/O
+    contract, smaller files (int8 weights), pictures of the golden tokens within 38 dB of the float graphs'
+    but not identical to them (a different graph); and the exact sub-pixel form equals nearest + conv."""
+    import torch
+    from uigc_models.fast_decoder import UpSubpixel
+    from uigc_models.model import Up
+    m = read_manifest(bundle)
+    mk = lambda sec: ort.InferenceSession(os.path.join(bundle, m[sec]["path"]), providers=["CPUExecutionProvider"])
+    g = json.load(open(os.path.join(bundle, "golden", "golden.json")))
+    idx = np.fromfile(os.path.join(bundle, "golden", g["indices"]), dtype="<i8")
+    full = mk("tokenizer_decoder")
+    for sec, ref in (("tokenizer_decoder_fast", "tokenizer_decoder"), ("tokenizer_decoder_tile_fast", "tokenizer_decoder_tile")):
+        fast, slow = mk(sec), mk(ref)
+        assert [i.name for i in fast.get_inputs()] == [i.name for i in slow.get_inputs()]
+        assert [o.name for o in fast.get_outputs()] == [o.name for o in slow.get_outputs()]
+        assert os.path.getsize(os.path.join(bundle, m[sec]["path"])) < os.path.getsize(os.path.join(bundle, m[ref]["path"]))
+    from PIL import Image
+    gi = np.asarray(Image.open(os.path.join(bundle, "golden", g["input"])))
+    grid = idx.reshape(1, gi.shape[0] // 16, gi.shape[1] // 16)
+    a = full.run(["image"], {"indices": grid})[0]
+    b = mk("tokenizer_decoder_fast").run(["image"], {"indices": grid})[0]
+    to8 = lambda y: ((np.clip(y, -1, 1) + 1) * 127.5).round()
+    mse = float(np.mean((to8(a) - to8(b)) ** 2))
+    psnr = 10 * np.log10(255.0 ** 2 / max(mse, 1e-12))
+    assert 38.0 <= psnr < 70.0, f"fast decoder vs full: {psnr:.1f} dB"
+    # the exact part of the recipe, on a random block
+    torch.manual_seed(0)
+    up = Up(8, 6, "nearest").eval()
+    x = torch.randn(1, 8, 5, 7)
+    with torch.no_grad():
+        assert torch.allclose(UpSubpixel(up)(x), up(x), atol=1e-5)

@@ -1,4 +1,4 @@
-"""python -m uigc_models <step> [args]: prepare | train | reduce | average | spot-check | export | taming-import | evaluate | lpips | onnx-import | artefacts | grid-probe | gpu-pack."""
+"""python -m uigc_models <step> [args]: prepare | train | reduce | average | spot-check | export | taming-import | evaluate | lpips | onnx-import | artefacts | grid-probe | gpu-pack | fast-decoder."""
 import sys
 
 STEPS = {
@@ -15,6 +15,7 @@ STEPS = {
     "artefacts": ("uigc_models.artefacts", []),
     "grid-probe": ("uigc_models.grid_probe", []),
     "gpu-pack": ("uigc_models.gpu_pack", []),
+    "fast-decoder": ("uigc_models.fast_decoder", []),
 }
 
 

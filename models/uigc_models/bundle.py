@@ -165,10 +165,31 @@ def read_manifest(bundle_dir: str) -> dict:
         return tomllib.load(f)
 
 
+OPTIONAL_FILES = ("tokenizer_decoder_tile", "tokenizer_encoder_fast", "tokenizer_decoder_fast",
+                  "tokenizer_decoder_tile_fast")
+
+
+def set_optional_file(bundle_dir: str, section: str, file: str, version: str | None = None) -> None:
+    """Write (or replace) the manifest table of an optional file (one of OPTIONAL_FILES: hashed, not part
+    of the model id) before [prior]; `version` replaces the bundle's version string."""
+    import re
+    if section not in OPTIONAL_FILES:
+        raise ValueError(f"{section!r} is not an optional bundle file {OPTIONAL_FILES}")
+    mp = os.path.join(bundle_dir, "manifest.toml")
+    text = open(mp).read()
+    text = re.sub(rf"\[{section}\]\n(?:[^\[\n][^\n]*\n)*\n?", "", text)
+    table = f'[{section}]\npath = "{file}"\nsha256 = "{sha256_file(os.path.join(bundle_dir, file))}"\n\n'
+    text = text.replace("[prior]", table + "[prior]", 1)
+    if version:
+        text = re.sub(r'^version = ".*"$', f'version = "{version}"', text, count=1, flags=re.M)
+    with open(mp, "w", newline="\n") as f:
+        f.write(text)
+
+
 def verify_bundle_hashes(bundle_dir: str) -> dict:
     m = read_manifest(bundle_dir)
-    for sec in ("tokenizer_encoder", "tokenizer_decoder", "tokenizer_decoder_tile", "tokenizer_encoder_fast", "prior"):
-        if sec not in m:  # the tile graph and the fast encoder are optional
+    for sec in ("tokenizer_encoder", "tokenizer_decoder", "prior") + OPTIONAL_FILES:
+        if sec not in m:  # OPTIONAL_FILES
             continue
         p = os.path.join(bundle_dir, m[sec]["path"])
         h = sha256_file(p)

@@ -30,6 +30,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from .bundle import set_optional_file
 from .common import RUNS_ROOT, Deadline, atomic_torch_save, run_dir, save_json, seed_all, set_threads, setup_logging, \
     stop_on_signals, write_config
 from .data import CACHE_FILE, CropSampler, load_cache, to_tensor_m11
@@ -91,19 +92,8 @@ def install(ckpt_path: str, bundle_dir: str, version: str | None = None) -> str:
     """Export a checkpoint's encoder into a bundle as tokenizer_encoder_fast.onnx and write (or
     replace) the manifest's [tokenizer_encoder_fast] table; `version` replaces the bundle's
     version string. The model id does not change (docs/bundle.md "Fast encoder")."""
-    import hashlib
-    import re
     out = export_encoder(ckpt_path, os.path.join(bundle_dir, FAST_FILE))
-    sha = hashlib.sha256(open(out, "rb").read()).hexdigest()
-    mp = os.path.join(bundle_dir, "manifest.toml")
-    text = open(mp).read()
-    text = re.sub(r"\[tokenizer_encoder_fast\]\n(?:[^\[\n][^\n]*\n)*\n?", "", text)
-    table = f'[tokenizer_encoder_fast]\npath = "{FAST_FILE}"\nsha256 = "{sha}"\n\n'
-    text = text.replace("[prior]", table + "[prior]", 1)
-    if version:
-        text = re.sub(r'^version = ".*"$', f'version = "{version}"', text, count=1, flags=re.M)
-    with open(mp, "w") as f:
-        f.write(text)
+    set_optional_file(bundle_dir, "tokenizer_encoder_fast", FAST_FILE, version)
     return out
 
 

@@ -112,17 +112,21 @@ def export_encoder_graph(encoder: nn.Module, path: str) -> str:
     return finalize_onnx(path)
 
 
+def export_decoder_graph(decoder: nn.Module, path: str) -> str:
+    """A decoder module (indices int64 [1,h,w] -> image [1,3,16h,16w]) as a bundle decoder graph."""
+    with torch.no_grad():
+        torch.onnx.export(decoder.eval(), (torch.zeros(1, 4, 6, dtype=torch.long),), path, dynamo=False,
+                          opset_version=OPSET, input_names=["indices"], output_names=["image"],
+                          dynamic_axes={"indices": {1: "h", 2: "w"}, "image": {2: "H", 3: "W"}},
+                          do_constant_folding=True)
+    return finalize_onnx(path)
+
+
 def export_graphs(encoder: nn.Module, decoder: nn.Module, out_dir: str) -> tuple[str, str]:
     """Write tokenizer_encoder.onnx / tokenizer_decoder.onnx from two torch modules with the bundle's I/O
     (encoder: image [1,3,H,W] -> indices int64 [1,H/16,W/16]; decoder: the reverse), opset 17, dynamic H, W."""
     enc_p = export_encoder_graph(encoder, os.path.join(out_dir, "tokenizer_encoder.onnx"))
-    dec_p = os.path.join(out_dir, "tokenizer_decoder.onnx")
-    with torch.no_grad():
-        torch.onnx.export(decoder.eval(), (torch.zeros(1, 4, 6, dtype=torch.long),), dec_p, dynamo=False,
-                          opset_version=OPSET, input_names=["indices"], output_names=["image"],
-                          dynamic_axes={"indices": {1: "h", 2: "w"}, "image": {2: "H", 3: "W"}},
-                          do_constant_folding=True)
-    return enc_p, finalize_onnx(dec_p)
+    return enc_p, export_decoder_graph(decoder, os.path.join(out_dir, "tokenizer_decoder.onnx"))
 
 
 def export_onnx(tok: Tokenizer, out_dir: str) -> tuple[str, str]:

@@ -41,6 +41,12 @@ struct ModelArgs {
     /// encoder: same codebook, same decoder, same model id; an error if the bundle has none)
     #[arg(long, value_name = "ENCODER", default_value = "full", value_parser = parse_encoder)]
     encoder: codec::EncoderChoice,
+    /// Tokenizer decoder: auto (the bundle's fast decoder when it has one and --ep is cpu, else
+    /// the full one), full (the model's float graphs) or fast (int8 sub-pixel graphs: same
+    /// tokens and model id, pictures within about 43 dB PSNR of full; an error if the bundle
+    /// has none)
+    #[arg(long, value_name = "DECODER", default_value = "auto", value_parser = parse_decoder)]
+    decoder: codec::DecoderChoice,
     /// Threads for the tokenizer networks and the prior (0 = default; packets and decoded
     /// frames never depend on it)
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -345,6 +351,10 @@ fn parse_encoder(s: &str) -> Result<codec::EncoderChoice, String> {
     s.parse().map_err(|e: codec::Error| e.to_string())
 }
 
+fn parse_decoder(s: &str) -> Result<codec::DecoderChoice, String> {
+    s.parse().map_err(|e: codec::Error| e.to_string())
+}
+
 fn runtime_options(m: &ModelArgs) -> RuntimeOptions {
     RuntimeOptions {
         library: m.ort_lib.clone(),
@@ -356,6 +366,7 @@ fn runtime_options(m: &ModelArgs) -> RuntimeOptions {
         shape_hint: m.warm_up,
         role: codec::Role::Both,
         encoder: m.encoder,
+        decoder: m.decoder,
     }
 }
 

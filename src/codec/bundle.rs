@@ -64,6 +64,10 @@ struct RawManifest {
     tokenizer_decoder_tile: Option<RawFile>,
     /// Optional: a cheaper encoder choosing tokens of the same codebook (distilled).
     tokenizer_encoder_fast: Option<RawFile>,
+    /// Optional: the decoder re-expressed and quantised for CPUs.
+    tokenizer_decoder_fast: Option<RawFile>,
+    /// Optional: the tile graph, re-expressed and quantised the same way.
+    tokenizer_decoder_tile_fast: Option<RawFile>,
     prior: RawPrior,
 }
 
@@ -94,6 +98,12 @@ pub struct Bundle {
     /// the model id: its tokens index the same codebook and are coded by the same prior, so
     /// its packets decode with the same decoder; only the sender chooses it.
     pub tokenizer_encoder_fast: Option<BundleFile>,
+    /// The fast decoder (docs/bundle.md "Fast decoder"): `tokenizer_decoder` in sub-pixel form
+    /// with int8 convolutions, for CPUs. Not part of the model id: it renders the same tokens
+    /// (to about 43 dB of the decoder's pictures); only the receiver chooses it.
+    pub tokenizer_decoder_fast: Option<BundleFile>,
+    /// The tile graph in the fast decoder's form (used with it when both are there).
+    pub tokenizer_decoder_tile_fast: Option<BundleFile>,
     pub prior_kind: String,
     pub prior: BundleFile,
     pub model_id: ModelId,
@@ -260,16 +270,18 @@ impl Bundle {
             &raw.tokenizer_decoder.sha256,
         )?;
         let prior = check_file("prior", &raw.prior.path, &raw.prior.sha256)?;
-        let tile = raw
-            .tokenizer_decoder_tile
-            .as_ref()
-            .map(|f| check_file("tokenizer_decoder_tile", &f.path, &f.sha256))
-            .transpose()?;
-        let fast = raw
-            .tokenizer_encoder_fast
-            .as_ref()
-            .map(|f| check_file("tokenizer_encoder_fast", &f.path, &f.sha256))
-            .transpose()?;
+        let optional = |name: &str, f: &Option<RawFile>| {
+            f.as_ref()
+                .map(|f| check_file(name, &f.path, &f.sha256))
+                .transpose()
+        };
+        let tile = optional("tokenizer_decoder_tile", &raw.tokenizer_decoder_tile)?;
+        let fast = optional("tokenizer_encoder_fast", &raw.tokenizer_encoder_fast)?;
+        let dec_fast = optional("tokenizer_decoder_fast", &raw.tokenizer_decoder_fast)?;
+        let tile_fast = optional(
+            "tokenizer_decoder_tile_fast",
+            &raw.tokenizer_decoder_tile_fast,
+        )?;
 
         let id_text = format!(
             "uigc-model\n{}\n{}\n{}:{}\n{:?}\n{:?}\n{}\n{}\n{}:{}\n",
@@ -300,6 +312,8 @@ impl Bundle {
             tokenizer_decoder: dec,
             tokenizer_decoder_tile: tile,
             tokenizer_encoder_fast: fast,
+            tokenizer_decoder_fast: dec_fast,
+            tokenizer_decoder_tile_fast: tile_fast,
             prior_kind: raw.prior.kind,
             prior,
             model_id,

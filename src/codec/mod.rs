@@ -34,8 +34,8 @@ pub use modelset::ModelSet;
 pub use prior::TokenGrid;
 pub use render::{RenderMode, RenderPolicy, RenderStats, Rendered, Renderer};
 pub use runtime::{
-    default_trt_cache_dir, describe_provider, EncoderChoice, ExecutionProvider, Network, Role,
-    RuntimeOptions,
+    default_trt_cache_dir, describe_provider, DecoderChoice, EncoderChoice, ExecutionProvider,
+    Network, Role, RuntimeOptions,
 };
 pub use stream::{
     FrameKind, FrameStatus, StreamConfig, StreamDecoder, StreamEncoder, StreamFrame, StreamPacket,

@@ -101,6 +101,51 @@ impl FromStr for EncoderChoice {
     }
 }
 
+/// Which of a bundle's tokenizer decoders the receiver runs (docs/bundle.md "Fast decoder").
+/// Both render the same tokens; packets and model id are the same either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DecoderChoice {
+    /// The fast decoder when the bundle has one and the networks run on the CPU provider,
+    /// else the full one.
+    #[default]
+    Auto,
+    /// `tokenizer_decoder` (and `tokenizer_decoder_tile`): the float graphs of the model.
+    Full,
+    /// `tokenizer_decoder_fast` (and `tokenizer_decoder_tile_fast` when the bundle has a tile
+    /// graph): sub-pixel form with int8 convolutions; an error when the bundle has none.
+    Fast,
+}
+
+impl DecoderChoice {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Full => "full",
+            Self::Fast => "fast",
+        }
+    }
+}
+
+impl std::fmt::Display for DecoderChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DecoderChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "full" => Ok(Self::Full),
+            "fast" => Ok(Self::Fast),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown decoder '{other}' (auto, full, fast)"
+            ))),
+        }
+    }
+}
+
 /// Which tokenizer network a session runs (for the TensorRT shape profiles and the logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Network {
@@ -173,6 +218,8 @@ pub struct RuntimeOptions {
     pub role: Role,
     /// Which tokenizer encoder tokenizes frames (the sender's choice).
     pub encoder: EncoderChoice,
+    /// Which tokenizer decoder renders pictures (the receiver's choice).
+    pub decoder: DecoderChoice,
 }
 
 impl RuntimeOptions {

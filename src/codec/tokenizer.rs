@@ -14,8 +14,8 @@ use super::frame::RgbImage;
 use super::prior::TokenGrid;
 use super::render::TileRect;
 use super::runtime::{
-    default_trt_cache_dir, describe_provider, init_runtime, open_session, EncoderChoice,
-    ExecutionProvider, Network, Role, RuntimeOptions,
+    default_trt_cache_dir, describe_provider, init_runtime, open_session, DecoderChoice,
+    EncoderChoice, ExecutionProvider, Network, Role, RuntimeOptions,
 };
 
 /// Frames of more tokens than this (16x16 pixels each) are large: after running the network on
@@ -85,6 +85,8 @@ pub struct Tokenizer {
     codebook_size: usize,
     /// The optional tile graph (docs/bundle.md "Tile graph").
     tile: Option<LazySession>,
+    /// Whether `decoder` and `tile` are the bundle's fast decoder graphs.
+    fast_decoder: bool,
     /// The options every network opens with; `auto` is resolved by the first network opened.
     opts: RuntimeOptions,
 }
@@ -113,6 +115,34 @@ fn check_io(session: &Session, network: &'static str, input: &str, output: &str)
     Ok(())
 }
 
+/// Whether `opts.decoder` selects the bundle's fast decoder: `fast` needs one (and its tile
+/// graph when the bundle has a tile graph, so that tiles match the full decodes); `auto` takes it
+/// when it is complete and the networks run on the CPU provider.
+fn use_fast_decoder(bundle: &Bundle, opts: &RuntimeOptions) -> Result<bool> {
+    let complete = bundle.tokenizer_decoder_fast.is_some()
+        && (bundle.tokenizer_decoder_tile.is_none()
+            || bundle.tokenizer_decoder_tile_fast.is_some());
+    match opts.decoder {
+        DecoderChoice::Full => Ok(false),
+        DecoderChoice::Auto => Ok(complete && opts.provider == ExecutionProvider::Cpu),
+        DecoderChoice::Fast if complete => Ok(true),
+        DecoderChoice::Fast => {
+            let missing = if bundle.tokenizer_decoder_fast.is_none() {
+                "[tokenizer_decoder_fast]"
+            } else {
+                "[tokenizer_decoder_tile_fast] (it has a tile graph)"
+            };
+            Err(Error::InvalidArgument(format!(
+                "decoder 'fast' asked for, but model bundle {} {} ({}) has no {missing}; use \
+                 decoder 'full' or 'auto' (python -m uigc_models.fast_decoder install adds it)",
+                bundle.name,
+                bundle.version,
+                bundle.dir.display()
+            )))
+        }
+    }
+}
+
 impl Tokenizer {
     pub fn load(bundle: &Bundle, opts: &RuntimeOptions) -> Result<Self> {
         let mut opts = opts.clone();
@@ -137,16 +167,27 @@ impl Tokenizer {
                 ))
             })?,
         };
+        let fast_decoder = use_fast_decoder(bundle, &opts)?;
+        let (decoder, tile) = if fast_decoder {
+            (
+                bundle.tokenizer_decoder_fast.as_ref(),
+                bundle.tokenizer_decoder_tile_fast.as_ref(),
+            )
+        } else {
+            (
+                Some(&bundle.tokenizer_decoder),
+                bundle.tokenizer_decoder_tile.as_ref(),
+            )
+        };
+        let decoder = decoder.expect("use_fast_decoder checked it");
         let mut t = Self {
             encoder: LazySession::new(&encoder.path, Network::Encoder),
-            decoder: LazySession::new(&bundle.tokenizer_decoder.path, Network::Decoder),
+            decoder: LazySession::new(&decoder.path, Network::Decoder),
             mean: bundle.mean,
             std: bundle.std,
             codebook_size: bundle.codebook_size,
-            tile: bundle
-                .tokenizer_decoder_tile
-                .as_ref()
-                .map(|f| LazySession::new(&f.path, Network::TileDecoder)),
+            tile: tile.map(|f| LazySession::new(&f.path, Network::TileDecoder)),
+            fast_decoder,
             opts,
         };
         if t.opts.role != Role::Decoder {
@@ -173,6 +214,11 @@ impl Tokenizer {
         Ok(session)
     }
 
+    /// Whether the pictures come from the bundle's fast decoder.
+    pub fn fast_decoder(&self) -> bool {
+        self.fast_decoder
+    }
+
     /// Whether the bundle has a tile graph (tiled rendering is possible).
     pub fn has_tile_graph(&self) -> bool {
         self.tile.is_some()
@@ -186,12 +232,11 @@ impl Tokenizer {
             .chain(self.tile.as_ref())
             .filter(|l| l.session.is_some())
             .map(|l| {
-                let fast =
-                    if l.network == Network::Encoder && self.opts.encoder == EncoderChoice::Fast {
-                        " (fast)"
-                    } else {
-                        ""
-                    };
+                let fast = match l.network {
+                    Network::Encoder if self.opts.encoder == EncoderChoice::Fast => " (fast)",
+                    Network::Decoder | Network::TileDecoder if self.fast_decoder => " (fast)",
+                    _ => "",
+                };
                 format!("{}{fast} on {what}", l.network.as_str())
             })
             .collect::<Vec<_>>()

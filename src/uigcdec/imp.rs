@@ -13,8 +13,8 @@ use gst_video::subclass::prelude::*;
 use super::{Arrival, Seen};
 use crate::codec;
 use crate::element::{
-    lock, model_properties, string_or, EpSettings, ExecutionProvider, DEFAULT_EP, DEFAULT_MODEL,
-    DEFAULT_THREADS,
+    lock, model_properties, string_or, DecoderChoice, EpSettings, ExecutionProvider, DEFAULT_EP,
+    DEFAULT_MODEL, DEFAULT_THREADS,
 };
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -28,6 +28,7 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 const DEFAULT_REGEN: &str = "argmax";
 const DEFAULT_MAX_PIXELS: u64 = codec::DEFAULT_MAX_PIXELS;
 const DEFAULT_RENDER: Render = Render::Auto;
+const DEFAULT_DECODER: DecoderChoice = DecoderChoice::Auto;
 const DEFAULT_RENDER_FULL_EVERY: u32 = codec::render::DEFAULT_FULL_EVERY;
 
 /// How inter frames are rendered (docs/video.md "Receiver: rendering only what changed").
@@ -73,6 +74,7 @@ struct Settings {
     regen: String,
     max_pixels: u64,
     render: Render,
+    decoder: DecoderChoice,
     render_full_every: u32,
     work_limit: u64,
     stats_every: u32,
@@ -88,6 +90,7 @@ impl Default for Settings {
             regen: DEFAULT_REGEN.into(),
             max_pixels: DEFAULT_MAX_PIXELS,
             render: DEFAULT_RENDER,
+            decoder: DEFAULT_DECODER,
             render_full_every: DEFAULT_RENDER_FULL_EVERY,
             work_limit: DEFAULT_WORK_LIMIT,
             stats_every: 0,
@@ -621,6 +624,17 @@ impl ObjectImpl for UigcDec {
                     .default_value(DEFAULT_MAX_PIXELS)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecEnum::builder_with_default("decoder", DEFAULT_DECODER)
+                    .nick("Tokenizer decoder")
+                    .blurb(
+                        "auto: the bundle's fast decoder when it has one and ep is cpu, else the \
+                         full one; full: the model's float decoder graphs; fast: the int8 \
+                         sub-pixel decoder (an error when the bundle has none). Same tokens and \
+                         model id; fast pictures are within about 43 dB PSNR of full ones \
+                         (docs/bundle.md)",
+                    )
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecEnum::builder_with_default("render", DEFAULT_RENDER)
                     .nick("Render")
                     .blurb(
@@ -768,6 +782,7 @@ impl ObjectImpl for UigcDec {
             "regen" => settings.regen = string_or(value, DEFAULT_REGEN),
             "max-pixels" => settings.max_pixels = value.get().expect("type checked upstream"),
             "render" => settings.render = value.get().expect("type checked upstream"),
+            "decoder" => settings.decoder = value.get().expect("type checked upstream"),
             "render-full-every" => {
                 settings.render_full_every = value.get().expect("type checked upstream")
             }
@@ -792,6 +807,7 @@ impl ObjectImpl for UigcDec {
             "regen" => settings.regen.to_value(),
             "max-pixels" => settings.max_pixels.to_value(),
             "render" => settings.render.to_value(),
+            "decoder" => settings.decoder.to_value(),
             "render-full-every" => settings.render_full_every.to_value(),
             "work-limit" => settings.work_limit.to_value(),
             "stats-every" => settings.stats_every.to_value(),
@@ -865,6 +881,7 @@ impl VideoDecoderImpl for UigcDec {
             &settings.gpu,
             codec::Role::Decoder,
             codec::EncoderChoice::Full,
+            settings.decoder.into(),
         )?;
         let (mut model, model_desc) = crate::element::load_models(&settings.model, &opts)?;
         for m in model.models_mut() {

@@ -668,6 +668,7 @@ impl VideoEncoderImpl for UigcEnc {
             &settings.gpu,
             codec::Role::Encoder,
             settings.encoder.into(),
+            codec::DecoderChoice::Auto,
         )?;
         let (mut model, desc) = crate::element::load_models(&settings.model, &opts)?;
         for m in model.models_mut() {
