@@ -3,16 +3,19 @@
 //! peak (VmRSS, VmHWM from /proc/self/status). The model is loaded once, as in a receiver.
 //!
 //! ```sh
-//! cargo run --release --example decode_cost -- [--repeat N] [--max-pixels P] [--threads T] PACKET...
+//! cargo run --release --example decode_cost -- [--repeat N] [--max-pixels P] [--threads T] \
+//!     [--decoder auto|full|fast] [--stream] PACKET...
 //! # --threads: ONNX Runtime and prior threads (0, the default: one per core)
+//! # --decoder: which decoder graphs render (docs/bundle.md "Fast decoder"; auto, the default)
+//! # --stream: decode as uigcdec does (a StreamDecoder: full pictures through the tile graph)
 //! cargo run --release --example decode_cost -- --flood SECONDS PACKET...   # packets per second
 //! ```
-//! Uses only the API of `Model::load` / `Model::decode` / `set_max_pixels`, so the same file
-//! builds against the code before issue 15 for the "before" figures.
+//! Without `--decoder` and `--stream` it uses only the API of `Model::load` / `Model::decode` /
+//! `set_max_pixels`, as the code before issue 15 had it for the "before" figures.
 
 use std::time::{Duration, Instant};
 
-use gstuigc::codec::{default_model_dir, DecoderChoice, Model, RuntimeOptions};
+use gstuigc::codec::{default_model_dir, DecoderChoice, Model, RuntimeOptions, StreamDecoder};
 
 /// user + system CPU seconds of this process.
 fn cpu_seconds() -> f64 {
@@ -42,7 +45,7 @@ fn memory_mb() -> (f64, f64) {
 fn main() {
     let mut args = std::env::args().skip(1);
     let (mut repeat, mut flood, mut max_pixels, mut files) = (1usize, None, None, Vec::new());
-    let (mut threads, mut decoder) = (0usize, DecoderChoice::Auto);
+    let (mut threads, mut decoder, mut stream) = (0usize, DecoderChoice::Auto, false);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--repeat" => repeat = args.next().unwrap().parse().unwrap(),
@@ -50,6 +53,7 @@ fn main() {
             "--max-pixels" => max_pixels = Some(args.next().unwrap().parse::<u64>().unwrap()),
             "--threads" => threads = args.next().unwrap().parse().unwrap(),
             "--decoder" => decoder = args.next().unwrap().parse().unwrap(),
+            "--stream" => stream = true,
             f => files.push(std::path::PathBuf::from(f)),
         }
     }
@@ -99,8 +103,17 @@ fn main() {
         let t0 = Instant::now();
         let mut outcome = String::new();
         for _ in 0..repeat {
-            outcome = match model.decode(p) {
-                Ok(f) => format!("decoded {}x{}", f.image.width, f.image.height),
+            let decoded = if stream {
+                // What uigcdec does: a stream receiver, full pictures through the tile graph
+                // when the bundle has one (a new receiver per decode, as for a new stream).
+                StreamDecoder::new()
+                    .decode(&mut model, p)
+                    .map(|f| (f.image.width, f.image.height))
+            } else {
+                model.decode(p).map(|f| (f.image.width, f.image.height))
+            };
+            outcome = match decoded {
+                Ok((w, h)) => format!("decoded {w}x{h}"),
                 Err(e) => format!("refused: {e}"),
             };
         }

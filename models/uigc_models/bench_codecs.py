@@ -83,7 +83,10 @@ COLOUR_PREFIX = re.compile(r"^colour(-auto)?(?:-(\d+)-(\d+))?:")
 def uigc_point(uigc: str, bundle: str, img: str, point: str, regen: str, tmp: str):
     # colour[-auto][-BLOCK-STEP]:POINT - with the colour thumbnail (--colour on / auto); points
     # without the prefix are sent without it (--colour off), so older records keep their meaning.
-    enc = []
+    enc, dec = [], []
+    if point.startswith("full-decoder:"):  # full-decoder:POINT - the float decoder (--decoder full)
+        dec = ["--decoder", "full"]
+        point = point[len("full-decoder:"):]
     if point.startswith("fast:"):  # fast:POINT - the bundle's fast encoder (--encoder fast)
         enc = ["--encoder", "fast"]
         point = point[len("fast:"):]
@@ -106,7 +109,7 @@ def uigc_point(uigc: str, bundle: str, img: str, point: str, regen: str, tmp: st
     pkt, png = os.path.join(tmp, "p.uigc"), os.path.join(tmp, "r.png")
     t = time.time()
     run([uigc, "encode", img, "-o", pkt, "--model", bundle, *args])
-    run([uigc, "decode", pkt, "-o", png, "--model", bundle, "--regen", regen])
+    run([uigc, "decode", pkt, "-o", png, "--model", bundle, "--regen", regen, *dec])
     return os.path.getsize(pkt), load_rgb(png), time.time() - t
 
 

@@ -9,7 +9,8 @@ Two steps, no training (docs/bundle.md "Fast decoder"):
    reshaping. 16 instead of 36 multiply-adds per input pixel and channel pair for every upsampling
    block; the same function to float precision (max |diff| ~1e-6 in the normalised space).
 2. **Static int8 quantisation** of the convolutions (onnxruntime QDQ, per-channel int8 weights,
-   uint8 activations calibrated on tokens of training photos; never Kodak). This changes pixels
+   uint8 activations calibrated on tokens of training photos; never Kodak), except the last one
+   (3 output channels: the int8 kernels are slower than the float ones there). This changes pixels
    slightly; what it costs is measured at install and in the model card.
 
 Only the pixels change: tokens, prior and packets do not, so the files are hashed like the others
@@ -103,6 +104,16 @@ def calibration_tokens(encoder_onnx: str, n: int = CALIB_IMAGES, size=CALIB_SIZE
     return out
 
 
+def narrow_convs(path: str, below: int = 8) -> list[str]:
+    """Convolutions with fewer than `below` output channels (the RGB output): onnxruntime's int8 kernels
+    work on channels-last data and are slower than the float ones there, so they stay float."""
+    import onnx
+    from onnx import numpy_helper
+    m = onnx.load(path)
+    weights = {t.name: numpy_helper.to_array(t).shape for t in m.graph.initializer}
+    return [n.name for n in m.graph.node if n.op_type == "Conv" and weights.get(n.input[1], (below,))[0] < below]
+
+
 def quantise(src: str, dst: str, feeds: list[dict]) -> str:
     """Static int8 QDQ quantisation of the convolutions of `src`, calibrated on `feeds`."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -119,7 +130,8 @@ def quantise(src: str, dst: str, feeds: list[dict]) -> str:
     quant_pre_process(src, pre, skip_symbolic_shape=True)
     try:
         quantize_static(pre, dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"])
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"],
+                        nodes_to_exclude=narrow_convs(pre))
     finally:
         os.remove(pre)
     return dst
