@@ -81,7 +81,7 @@ fn load(decoder: codec::DecoderChoice) -> codec::Model {
         decoder,
         ..Default::default()
     };
-    let m = codec::Model::load(&shipped(), &opts).unwrap();
+    let m = codec::Model::load(shipped(), &opts).unwrap();
     let fast = m.describe_networks().contains("decoder (fast)");
     assert_eq!(fast, decoder == codec::DecoderChoice::Fast, "{decoder}");
     m
