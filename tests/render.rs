@@ -64,9 +64,11 @@ struct Bounds {
     inside: f64,
 }
 
+// The stream test's third inter frame measures 0.2499 on the 2-core VM (2026-12-02): 0.3 keeps
+// the bound a bound without depending on the fourth decimal of a CPU's float kernels.
 const FLOAT: Bounds = Bounds {
     graphs: (1e-3, 1),
-    picture: (0.25, 32),
+    picture: (0.3, 32),
     inside: 1.0,
 };
 
