@@ -1,18 +1,27 @@
-"""Rate-quality benchmark on Kodak: uigc (real packets from the Rust CLI) and AV1 (aomenc), one
-JSON schema for every codec, per image.
+"""Rate-quality benchmark on Kodak: uigc (real packets from the Rust CLI) and the peers a user would
+pick instead, one JSON schema for every codec, per image.
 
     python -m uigc_models.bench_codecs --uigc ../target/release/uigc --bundle uigc-small \
         --points all half quarter eighth sixteenth max-bytes:600 --regen argmax iterative:4 \
         --av1 --out ~/.cache/uigc/runs/bench-kodak
+    # the comparison of issue 12: the ladder against five peers at the bytes of two points
+    python -m uigc_models.bench_codecs --uigc ../target/release/uigc --bundle uigc-small \
+        --points colour-auto:all max-bytes:600 max-bytes:300 --av1-match max-bytes:600 max-bytes:300 \
+        --peers av1 x265 j2k av1-down2 av1-down4 --threads 1 --out ~/.cache/uigc/runs/bench-peers
 
 Every record: {"codec", "setting", "image", "width", "height", "bytes", "bpp", "psnr", "ms_ssim",
 "lpips_alex", "lpips_alex_shifted", "chroma_err", "periodic_max", "periodic", "seconds"}
 (lpips_alex_shifted: at odd offsets, artefacts.lpips_shifted; periodic: artefacts.py, the
 decoded/original luma power at periods 4/8/16 px per axis, periodic_max its largest); bytes are the real file sizes (the uigc packet, the raw AV1 OBU
-stream). `--av1` encodes each image with `aomenc --allintra --end-usage=q --cpu-used=0` at the
-cq-level whose size is closest to the matching uigc packet (binary search; the first uigc point
-named by --av1-match). Writes records.json, summary.json (means per codec/setting) and a plot
-ladder.png (bpp vs LPIPS-alex and PSNR). Kodak is evaluation data only.
+stream, the HEVC Annex B stream, the JPEG 2000 codestream). `--peers` (`--av1` = `--peers av1`)
+encodes each image with each peer at the quality parameter whose size is closest to the uigc
+packet of every point named by --av1-match (binary search; `quality_param` in the record):
+`av1` aomenc --allintra --end-usage=q --cpu-used=0 (cq-level), `x265` HEVC all-intra through
+ffmpeg's libx265 with `info=0` (the --no-info of issue 12; qp), `j2k` JPEG 2000 by OpenJPEG through
+Pillow (compression-ratio step), `av1-down2` / `av1-down4` downscale by 2 or 4 (bicubic), AV1,
+upscale back. Writes records.json, summary.json (means per codec/setting), ladder.png (bpp on a log
+axis vs LPIPS-alex and PSNR) and sbs_<image>.png (centre crops of every record's picture side by
+side, for the --side-by-side images). Kodak is evaluation data only.
 """
 from __future__ import annotations
 
@@ -150,12 +159,13 @@ def av1_encode(rgb: np.ndarray, cq: int, tmp: str):
     return os.path.getsize(obu), read_yuv420(yuv, w, h)
 
 
-def av1_matched(rgb: np.ndarray, target: int, tmp: str):
-    """The cq-level (0..63) whose OBU size is closest to `target` bytes (size falls with cq)."""
-    lo, hi, best = 0, 63, None
+def matched(encode, target: int, lo: int, hi: int):
+    """The quality parameter q in lo..hi whose encode(q) -> (bytes, picture) is closest to `target`
+    bytes, by binary search (bytes fall as q rises). Returns (q, bytes, picture)."""
+    best = None
     while lo <= hi:
         mid = (lo + hi) // 2
-        size, rec = av1_encode(rgb, mid, tmp)
+        size, rec = encode(mid)
         if best is None or abs(size - target) < abs(best[1] - target):
             best = (mid, size, rec)
         if size > target:
@@ -163,6 +173,77 @@ def av1_matched(rgb: np.ndarray, target: int, tmp: str):
         else:
             hi = mid - 1
     return best
+
+
+def av1_matched(rgb: np.ndarray, target: int, tmp: str):
+    """The cq-level (0..63) whose OBU size is closest to `target` bytes (size falls with cq)."""
+    return matched(lambda cq: av1_encode(rgb, cq, tmp), target, 0, 63)
+
+
+def x265_encode(rgb: np.ndarray, qp: int, tmp: str):
+    """HEVC all-intra (x265 through ffmpeg, `info=0`: no SEI with the encoder's settings), one frame at
+    `qp`; bytes of the raw Annex B stream."""
+    h, w = rgb.shape[:2]
+    y4m, bit, yuv = (os.path.join(tmp, n) for n in ("i.y4m", "o.hevc", "d.yuv"))
+    write_y4m(y4m, rgb)
+    run(["ffmpeg", "-loglevel", "error", "-y", "-i", y4m, "-c:v", "libx265", "-preset", "slow",
+         "-x265-params", f"qp={qp}:keyint=1:info=0:log-level=error", "-frames:v", "1", "-f", "hevc", bit])
+    run(["ffmpeg", "-loglevel", "error", "-y", "-i", bit, "-f", "rawvideo", yuv])
+    return os.path.getsize(bit), read_yuv420(yuv, w, h)
+
+
+def j2k_encode(rgb: np.ndarray, target: int, tmp: str):
+    """JPEG 2000 (OpenJPEG through Pillow) at the compression ratio that aims at `target` bytes,
+    searched on a ratio grid (Pillow's rate is a target, the codestream lands near it)."""
+    from PIL import Image
+    h, w = rgb.shape[:2]
+    path = os.path.join(tmp, "o.j2k")
+
+    def enc(step: int):
+        ratio = 8.0 * 1.06 ** step
+        Image.fromarray(rgb).save(path, "JPEG2000", quality_mode="rates", quality_layers=[ratio], irreversible=True)
+        return os.path.getsize(path), np.asarray(Image.open(path).convert("RGB"))
+    return matched(enc, target, 0, 120)
+
+
+def resize(rgb: np.ndarray, w: int, h: int) -> np.ndarray:
+    from PIL import Image
+    return np.asarray(Image.fromarray(rgb).resize((w, h), Image.BICUBIC))
+
+
+def down_av1_matched(rgb: np.ndarray, factor: int, target: int, tmp: str):
+    """What a practical engineer does: downscale by `factor` (bicubic), AV1 all-intra at the cq-level
+    closest to `target` bytes, upscale back (bicubic)."""
+    h, w = rgb.shape[:2]
+    small = resize(rgb, w // factor // 2 * 2, h // factor // 2 * 2)
+    cq, size, rec = av1_matched(small, target, tmp)
+    return cq, size, resize(rec, w, h)
+
+
+# --peers: the codecs a user would pick instead, each matched to the uigc packet's bytes
+PEERS = {
+    "av1": ("aomenc-allintra-cpu0", lambda rgb, t, tmp: av1_matched(rgb, t, tmp)),
+    "x265": ("x265-allintra-slow-noinfo", lambda rgb, t, tmp: matched(lambda q: x265_encode(rgb, q, tmp), t, 0, 51)),
+    "j2k": ("openjpeg-rates", j2k_encode),
+    "av1-down2": ("down2-aomenc-allintra-cpu0-up", lambda rgb, t, tmp: down_av1_matched(rgb, 2, t, tmp)),
+    "av1-down4": ("down4-aomenc-allintra-cpu0-up", lambda rgb, t, tmp: down_av1_matched(rgb, 4, t, tmp)),
+}
+
+
+def side_by_side(ref: np.ndarray, pictures: list[tuple[str, np.ndarray]], path: str, crop: int = 256) -> None:
+    """One row of centre crops (the original, then each codec's picture) with labels, as a PNG."""
+    from PIL import Image, ImageDraw
+    h, w = ref.shape[:2]
+    y0, x0 = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
+    tiles = [("original", ref)] + pictures
+    sheet = Image.new("RGB", (len(tiles) * (crop + 4), crop + 28), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (label, pic) in enumerate(tiles):
+        sheet.paste(Image.fromarray(np.ascontiguousarray(pic[y0:y0 + crop, x0:x0 + crop])), (i * (crop + 4), 28))
+        draw.text((i * (crop + 4) + 2, 2), label[:42], fill="black")
+        if len(label) > 42:
+            draw.text((i * (crop + 4) + 2, 14), label[42:84], fill="black")
+    sheet.save(path)
 
 
 def report(records: list, out: str) -> None:
@@ -197,8 +278,9 @@ def report(records: list, out: str) -> None:
                          or k == codec)
             ax[0].plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=codec)
             ax[1].plot([p[0] for p in pts], [p[2] for p in pts], "o-", label=codec)
-        ax[0].set(xlabel="bpp (real bytes)", ylabel="LPIPS-alex (lower is better)", title="Kodak, 24 images")
-        ax[1].set(xlabel="bpp (real bytes)", ylabel="PSNR dB", title="Kodak, 24 images")
+        ax[0].set(xlabel="bpp (real bytes, log scale)", ylabel="LPIPS-alex (lower is better)", title="Kodak",
+                  xscale="log")
+        ax[1].set(xlabel="bpp (real bytes, log scale)", ylabel="PSNR dB", title="Kodak", xscale="log")
         ax[0].legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(os.path.join(out, "ladder.png"), dpi=110)
@@ -212,7 +294,14 @@ def main(argv=None) -> int:
     ap.add_argument("--bundle", required=True)
     ap.add_argument("--points", nargs="*", default=["all", "half", "quarter", "eighth", "sixteenth"])
     ap.add_argument("--regen", nargs="+", default=["argmax"])
-    ap.add_argument("--av1", action="store_true")
+    ap.add_argument("--av1", action="store_true", help="the same as --peers av1")
+    ap.add_argument("--peers", nargs="*", default=[], choices=sorted(PEERS),
+                    help="peer codecs, each matched to the bytes of the --av1-match points: av1 (aomenc "
+                         "all-intra), x265 (HEVC all-intra, --no-info), j2k (JPEG 2000, OpenJPEG), av1-down2 / "
+                         "av1-down4 (downscale, AV1, upscale)")
+    ap.add_argument("--side-by-side", nargs="*", default=["kodim23.png"],
+                    help="images of which a row of centre crops (original, then every record's picture) is "
+                         "written as sbs_<image>.png")
     ap.add_argument("--av1-match", nargs="+", default=["all"],
                     help="uigc points whose bytes AV1 matches (one AV1 record each); 'min' = AV1's "
                          "smallest packet (cq-level 63)")
@@ -240,17 +329,18 @@ def main(argv=None) -> int:
     metrics = Metrics()
     records = []
     earlier = json.load(open(args.av1_targets)) if args.av1_targets else []
+    peers = list(dict.fromkeys((["av1"] if args.av1 else []) + args.peers))
     from tqdm import tqdm
     with tempfile.TemporaryDirectory() as tmp:
         for img in tqdm(images, desc="images"):
             ref = load_rgb(img)
             h, w = ref.shape[:2]
             name = os.path.basename(img)
-            matched = {}
+            targets, pictures = {}, []
             for r in earlier:
                 for m in args.av1_match:
                     if r["codec"] == "uigc" and r["image"] == name and r["setting"].startswith(m + "/"):
-                        matched.setdefault(m, r["bytes"])
+                        targets.setdefault(m, r["bytes"])
             for point in args.points:
                 done = None
                 for regen in args.regen:
@@ -263,20 +353,26 @@ def main(argv=None) -> int:
                                     "width": w, "height": h, "bytes": size,
                                     "bpp": size * 8 / (w * h), **rec_m, "seconds": secs})
                     if point in args.av1_match:
-                        matched.setdefault(point, size)
-            for m in args.av1_match if args.av1 else []:
-                t = time.time()
-                if m == "min":
-                    cq = 63
-                    size, rec = av1_encode(ref, cq, tmp)
-                elif m in matched:
-                    cq, size, rec = av1_matched(ref, matched[m], tmp)
-                else:
-                    continue
-                records.append({"codec": "av1", "setting": f"aomenc-allintra-cpu0-matched:{m}",
-                                "image": name, "width": w, "height": h, "bytes": size,
-                                "bpp": size * 8 / (w * h), "cq_level": cq, **metrics(ref, rec),
-                                "seconds": time.time() - t})
+                        targets.setdefault(point, size)
+                    pictures.append((f"uigc {point}/{regen}: {size} B", rec))
+            for peer in peers:
+                label, encode = PEERS[peer]
+                for m in args.av1_match:
+                    t = time.time()
+                    if m == "min" and peer == "av1":
+                        q = 63
+                        size, rec = av1_encode(ref, q, tmp)
+                    elif m in targets:
+                        q, size, rec = encode(ref, targets[m], tmp)
+                    else:
+                        continue
+                    records.append({"codec": peer, "setting": f"{label}-matched:{m}",
+                                    "image": name, "width": w, "height": h, "bytes": size,
+                                    "bpp": size * 8 / (w * h), "quality_param": q, **metrics(ref, rec),
+                                    "seconds": time.time() - t})
+                    pictures.append((f"{peer} {m}: {size} B", rec))
+            if name in args.side_by_side and pictures:
+                side_by_side(ref, pictures, os.path.join(args.out, f"sbs_{name[:-4]}.png"))
             with open(os.path.join(args.out, "records.json"), "w") as f:
                 json.dump(records, f, indent=1)
     report(records, args.out)
