@@ -50,3 +50,19 @@ def test_each_peer_decodes_a_picture_near_the_asked_bytes(peer):
     err = lambda r: float(np.mean((r.astype(float) - rgb) ** 2))
     assert err(large[2]) < err(small[2]), peer
     assert err(large[2]) < 200.0, f"{peer}: {err(large[2]):.1f} MSE at 3000 bytes (a broken decode?)"
+
+
+def test_side_by_side_is_a_grid_with_every_picture():
+    from PIL import Image
+    rgb = picture(64, 80)
+    pictures = [(f"codec {i}", np.full_like(rgb, 20 * i)) for i in range(7)]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/sbs.png"
+        bc.side_by_side(rgb, pictures, path, crop=32, columns=3)
+        sheet = np.asarray(Image.open(path).convert("RGB"))
+    # 8 tiles (the original first), 3 a row: 3 rows of (32 + 32) px, 3 columns of (32 + 4) px
+    assert sheet.shape == (3 * 64, 3 * 36, 3)
+    # the last picture sits in row 3, column 2, below its label
+    assert (sheet[2 * 64 + 28:2 * 64 + 60, 36:68] == 120).all()
+    # the original's centre crop is first
+    assert (sheet[28:60, 0:32] == rgb[16:48, 24:56]).all()

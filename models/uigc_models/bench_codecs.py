@@ -230,19 +230,24 @@ PEERS = {
 }
 
 
-def side_by_side(ref: np.ndarray, pictures: list[tuple[str, np.ndarray]], path: str, crop: int = 256) -> None:
-    """One row of centre crops (the original, then each codec's picture) with labels, as a PNG."""
+def side_by_side(ref: np.ndarray, pictures: list[tuple[str, np.ndarray]], path: str, crop: int = 256,
+                 columns: int = 5) -> None:
+    """A grid of centre crops (the original, then each codec's picture, `columns` a row) with labels, as a PNG."""
     from PIL import Image, ImageDraw
     h, w = ref.shape[:2]
     y0, x0 = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
     tiles = [("original", ref)] + pictures
-    sheet = Image.new("RGB", (len(tiles) * (crop + 4), crop + 28), "white")
+    cols = min(columns, len(tiles))
+    rows = -(-len(tiles) // cols)
+    cell_w, cell_h = crop + 4, crop + 32
+    sheet = Image.new("RGB", (cols * cell_w, rows * cell_h), "white")
     draw = ImageDraw.Draw(sheet)
     for i, (label, pic) in enumerate(tiles):
-        sheet.paste(Image.fromarray(np.ascontiguousarray(pic[y0:y0 + crop, x0:x0 + crop])), (i * (crop + 4), 28))
-        draw.text((i * (crop + 4) + 2, 2), label[:42], fill="black")
+        x, y = (i % cols) * cell_w, (i // cols) * cell_h
+        sheet.paste(Image.fromarray(np.ascontiguousarray(pic[y0:y0 + crop, x0:x0 + crop])), (x, y + 28))
+        draw.text((x + 2, y + 2), label[:42], fill="black")
         if len(label) > 42:
-            draw.text((i * (crop + 4) + 2, 14), label[42:84], fill="black")
+            draw.text((x + 2, y + 14), label[42:84], fill="black")
     sheet.save(path)
 
 
@@ -271,19 +276,25 @@ def report(records: list, out: str) -> None:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-        for codec in sorted({k.split(" ")[0] + " " + k.split("/")[-1] if k.startswith("uigc") else k for k in table}):
-            pts = sorted((v["bpp"], v["lpips_alex"], v["psnr"]) for k, v in table.items()
-                         if (k.startswith("uigc") and k.endswith("/" + codec.split(" ")[-1]) and codec.startswith("uigc"))
-                         or k == codec)
-            ax[0].plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=codec)
-            ax[1].plot([p[0] for p in pts], [p[2] for p in pts], "o-", label=codec)
+        fig, ax = plt.subplots(1, 2, figsize=(12, 4.6))
+        curves = {}  # one line per codec (uigc: per regeneration mode), its points sorted by bpp
+        for k, v in table.items():
+            codec, setting = k.split(" ", 1)
+            name = f"{codec} ({setting.split('/')[-1]})" if codec == "uigc" else codec
+            curves.setdefault(name, set()).add((v["bpp"], v["lpips_alex"], v["psnr"]))
+        for name, pts in sorted(curves.items()):
+            pts = sorted(pts)
+            style = dict(marker="o", linewidth=2.5 if name.startswith("uigc") else 1.2, label=name)
+            ax[0].plot([p[0] for p in pts], [p[1] for p in pts], **style)
+            ax[1].plot([p[0] for p in pts], [p[2] for p in pts], **style)
         ax[0].set(xlabel="bpp (real bytes, log scale)", ylabel="LPIPS-alex (lower is better)", title="Kodak",
                   xscale="log")
         ax[1].set(xlabel="bpp (real bytes, log scale)", ylabel="PSNR dB", title="Kodak", xscale="log")
-        ax[0].legend(fontsize=7)
+        for a in ax:
+            a.grid(True, which="both", alpha=0.3)
+        ax[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
         fig.tight_layout()
-        fig.savefig(os.path.join(out, "ladder.png"), dpi=110)
+        fig.savefig(os.path.join(out, "ladder.png"), dpi=110, bbox_inches="tight")
     except Exception as e:  # the numbers are the product; the plot is a convenience
         print(f"plot skipped: {e}")
 
