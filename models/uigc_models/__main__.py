@@ -1,4 +1,4 @@
-"""python -m uigc_models <step> [args]: prepare | train | reduce | average | spot-check | export | taming-import | evaluate | lpips | onnx-import | artefacts | grid-probe | gpu-pack | fast-decoder."""
+"""python -m uigc_models <step> [args]: prepare | train | reduce | average | spot-check | export | taming-import | evaluate | lpips | onnx-import | artefacts | grid-probe | gpu-pack | fast-decoder | decoder-cost."""
 import sys
 
 STEPS = {
@@ -16,6 +16,7 @@ STEPS = {
     "grid-probe": ("uigc_models.grid_probe", []),
     "gpu-pack": ("uigc_models.gpu_pack", []),
     "fast-decoder": ("uigc_models.fast_decoder", []),
+    "decoder-cost": ("uigc_models.decoder_cost", []),
 }
 
 
