@@ -13,7 +13,6 @@ the sub-pixel rewrite of `fast_decoder` applies to nearest upsampling only and i
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import tempfile
 import time
@@ -32,31 +31,31 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import onnxruntime as ort
 
+    from .bundle import read_manifest
     from .export import OnnxDecoder, export_decoder_graph, load_tokenizer, resolve_ckpt
-    from .fast_decoder import calibration_tokens, quantise, subpixel
+    from .fast_decoder import calibration_tokens, psnr_levels, quantise, subpixel
 
     bundle = args.bundle if os.path.isdir(args.bundle) else os.path.join(REPO_ROOT, "models", args.bundle)
+    manifest = read_manifest(bundle)
+    shipped = lambda section: os.path.join(bundle, manifest[section]["path"]) if section in manifest else None
     tok, _ = load_tokenizer(resolve_ckpt(args.ckpt))
     modes = sorted({m.mode for m in tok.decoder.modules() if hasattr(m, "mode")})
-    dec = copy.deepcopy(tok)
-    n_sub = subpixel(dec.decoder)
+    n_sub = subpixel(tok.decoder)
     print(f"{args.ckpt}: decoder upsampling {modes}, {n_sub} blocks in sub-pixel form")
     rows, cols = (int(v) for v in args.tokens.split("x"))
     tokens = np.random.default_rng(1).integers(0, tok.quant.embed.shape[0], (1, rows, cols)).astype(np.int64)
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads = args.threads, 1
-    to8 = lambda y: ((np.clip(y, -1, 1) + 1) * 127.5).round()
     pictures = {}
     with tempfile.TemporaryDirectory() as tmp:
-        f32 = export_decoder_graph(OnnxDecoder(dec), os.path.join(tmp, "f32.onnx"))
-        calib = calibration_tokens(os.path.join(bundle, "tokenizer_encoder.onnx"))
+        f32 = export_decoder_graph(OnnxDecoder(tok), os.path.join(tmp, "f32.onnx"))
+        calib = calibration_tokens(shipped("tokenizer_encoder"))
         i8 = quantise(f32, os.path.join(tmp, "int8.onnx"), [{"indices": t} for t in calib])
-        graphs = [("shipped full", os.path.join(bundle, "tokenizer_decoder.onnx")),
-                  ("shipped fast", os.path.join(bundle, "tokenizer_decoder_fast.onnx")),
+        graphs = [("shipped full", shipped("tokenizer_decoder")), ("shipped fast", shipped("tokenizer_decoder_fast")),
                   ("candidate float", f32), ("candidate int8", i8)]
         for name, path in graphs:
-            if not os.path.exists(path):
-                print(f"{name:16s} (no {os.path.basename(path)} in the bundle)")
+            if path is None:
+                print(f"{name:16s} (not in the bundle)")
                 continue
             s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
             s.run(None, {"indices": tokens})
@@ -65,13 +64,12 @@ def main(argv=None) -> int:
                 c0, w0 = time.process_time(), time.time()
                 y = s.run(None, {"indices": tokens})[0]
                 runs.append((time.process_time() - c0, time.time() - w0))
-            pictures[name] = to8(y)
+            pictures[name] = y
             print(f"{name:16s} CPU {np.median([c for c, _ in runs]):.3f} s  wall {np.median([w for _, w in runs]):.3f} s"
                   f"  ({rows}x{cols} tokens, {args.threads} thread(s))")
     for a, b in (("shipped full", "shipped fast"), ("candidate float", "candidate int8")):
         if a in pictures and b in pictures:
-            mse = float(np.mean((pictures[a] - pictures[b]) ** 2))
-            print(f"{b} against {a}: PSNR {10 * np.log10(255 ** 2 / max(mse, 1e-12)):.2f} dB")
+            print(f"{b} against {a}: PSNR {psnr_levels(pictures[a], pictures[b]):.2f} dB")
     return 0
 
 

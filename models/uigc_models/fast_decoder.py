@@ -169,17 +169,20 @@ def build(bundle_dir: str, log=print) -> dict:
     return report
 
 
+def psnr_levels(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR between two decoder outputs (normalised space) once rounded to 8-bit levels."""
+    to8 = lambda y: ((np.clip(y, -1, 1) + 1) * 127.5).round()
+    mse = float(np.mean((to8(a) - to8(b)) ** 2))
+    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-12)))
+
+
 def compare(ref_path: str, path: str, calib: list[np.ndarray], feeds: list[dict] | None = None) -> dict:
     """PSNR (8-bit pixels) of `path`'s pictures against the reference decoder's, mean and worst."""
     import onnxruntime as ort
     ref = ort.InferenceSession(ref_path, providers=["CPUExecutionProvider"])
     fast = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    to8 = lambda y: ((np.clip(y, -1, 1) + 1) * 127.5).round()
-    ps = []
-    for i, t in enumerate(calib):
-        a = to8(ref.run(["image"], {"indices": t})[0])
-        b = to8(fast.run(["image"], feeds[i] if feeds else {"indices": t})[0])
-        ps.append(10 * np.log10(255.0 ** 2 / max(float(np.mean((a - b) ** 2)), 1e-12)))
+    ps = [psnr_levels(ref.run(["image"], {"indices": t})[0],
+                      fast.run(["image"], feeds[i] if feeds else {"indices": t})[0]) for i, t in enumerate(calib)]
     return {"psnr_vs_decoder_mean": round(float(np.mean(ps)), 2), "psnr_vs_decoder_min": round(float(np.min(ps)), 2)}
 
 
