@@ -4,14 +4,15 @@
 They exist only for the Rust tests (fast, small, deterministic); they are not
 meant to compress anything well.
 
-    python models/make_test_models.py            # writes tests/data/tiny-model{,-b,-k4}/
+    python models/make_test_models.py            # writes tests/data/tiny-model{,-b,-k4,-dense}/
     python models/make_test_models.py --only tiny-model-k4
 
 tiny-model and tiny-model-b: K=16, uniform-ish random unigram priors. tiny-model-k4: K=4 with a
 codebook whose entry 0 lies at the centre of the encoder's outputs and a unigram prior that is
 nearly certain of token 0, so it sends every token of a frame in a few bytes: under a small
 budget the model-set rate control (most index bits per 16x16 pixels) must choose it over the
-K=16 model, and under a large one the K=16 model (4 > 2 index bits per block).
+K=16 model, and under a large one the K=16 model (4 > 2 index bits per block). tiny-model-dense:
+tiny-model's files (same seed) plus dense graphs, the same two graphs at 8x8 pixels per token.
 
 Encoder graph (opset 17):
     image f32[1,3,H,W] --Conv(3->C, k=16, s=16)--> z[1,C,h,w]
@@ -53,6 +54,7 @@ def _model(graph: onnx.GraphProto) -> onnx.ModelProto:
 
 def make_encoder(conv_w: np.ndarray, conv_b: np.ndarray, codebook: np.ndarray) -> onnx.ModelProto:
     k, c = codebook.shape
+    f = conv_w.shape[-1]  # pixels per token side: 16, or 8 for dense graphs
     inits = [
         numpy_helper.from_array(conv_w.astype(np.float32), "enc.conv.weight"),
         numpy_helper.from_array(conv_b.astype(np.float32), "enc.conv.bias"),
@@ -62,7 +64,7 @@ def make_encoder(conv_w: np.ndarray, conv_b: np.ndarray, codebook: np.ndarray) -
     ]
     nodes = [
         helper.make_node("Conv", ["image", "enc.conv.weight", "enc.conv.bias"], ["z"],
-                         kernel_shape=[16, 16], strides=[16, 16]),
+                         kernel_shape=[f, f], strides=[f, f]),
         helper.make_node("Transpose", ["z"], ["z_nhwc"], perm=[0, 2, 3, 1]),
         helper.make_node("MatMul", ["z_nhwc", "codebook_t"], ["dot"]),
         helper.make_node("Mul", ["dot", "minus_two"], ["dot2"]),
@@ -78,6 +80,7 @@ def make_encoder(conv_w: np.ndarray, conv_b: np.ndarray, codebook: np.ndarray) -
 
 
 def make_decoder(codebook: np.ndarray, deconv_w: np.ndarray, deconv_b: np.ndarray) -> onnx.ModelProto:
+    f = deconv_w.shape[-1]
     inits = [
         numpy_helper.from_array(codebook.astype(np.float32), "codebook"),
         numpy_helper.from_array(deconv_w.astype(np.float32), "dec.deconv.weight"),
@@ -87,7 +90,7 @@ def make_decoder(codebook: np.ndarray, deconv_w: np.ndarray, deconv_b: np.ndarra
         helper.make_node("Gather", ["codebook", "indices"], ["q"], axis=0),
         helper.make_node("Transpose", ["q"], ["q_nchw"], perm=[0, 3, 1, 2]),
         helper.make_node("ConvTranspose", ["q_nchw", "dec.deconv.weight", "dec.deconv.bias"], ["y"],
-                         kernel_shape=[16, 16], strides=[16, 16]),
+                         kernel_shape=[f, f], strides=[f, f]),
         helper.make_node("Tanh", ["y"], ["image"]),
     ]
     g = helper.make_graph(
@@ -111,7 +114,7 @@ def golden_image(seed: int, h: int = 48, w: int = 64) -> np.ndarray:
 
 
 def make_tiny_bundle(out_dir: str, seed: int, k: int = 16, c: int = 4, name: str = "tiny-model",
-                     peaked: bool = False) -> None:
+                     peaked: bool = False, dense: bool = False) -> None:
     os.makedirs(out_dir, exist_ok=True)
     rng = np.random.default_rng(seed)
     conv_w = rng.normal(0, 1.0 / np.sqrt(3 * 16 * 16), (c, 3, 16, 16)).astype(np.float32)
@@ -147,6 +150,16 @@ def make_tiny_bundle(out_dir: str, seed: int, k: int = 16, c: int = 4, name: str
     if peaked:
         share = float((got == 0).mean())
         assert share > 0.9, f"token 0 is only {share:.2f} of the golden indices"
+    if dense:
+        # The same bundle plus dense graphs: 8x8-pixel patches over the same codebook (drawn after
+        # everything above, so the other files are tiny-model's when the seed is).
+        from uigc_models.bundle import set_optional_file
+        w8 = rng.normal(0, 1.0 / np.sqrt(3 * 8 * 8), (c, 3, 8, 8)).astype(np.float32)
+        d8 = rng.normal(0, 0.5, (c, 3, 8, 8)).astype(np.float32)
+        onnx.save(make_encoder(w8, conv_b, codebook), os.path.join(out_dir, "tokenizer_encoder_dense.onnx"))
+        onnx.save(make_decoder(codebook, d8, deconv_b), os.path.join(out_dir, "tokenizer_decoder_dense.onnx"))
+        set_optional_file(out_dir, "tokenizer_encoder_dense", "tokenizer_encoder_dense.onnx")
+        set_optional_file(out_dir, "tokenizer_decoder_dense", "tokenizer_decoder_dense.onnx")
     print(f"{out_dir}: K={k} unique tokens in golden={info['unique_indices']} "
           f"sizes={[os.path.getsize(os.path.join(out_dir, p)) for p in ('tokenizer_encoder.onnx', 'tokenizer_decoder.onnx', 'prior.bin')]}")
 
@@ -155,6 +168,7 @@ BUNDLES = {
     "tiny-model": dict(seed=1),
     "tiny-model-b": dict(seed=2),
     "tiny-model-k4": dict(seed=3, k=4, peaked=True),
+    "tiny-model-dense": dict(seed=1, dense=True),   # tiny-model + dense graphs (8x8 pixels per token)
 }
 
 

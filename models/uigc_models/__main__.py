@@ -1,4 +1,4 @@
-"""python -m uigc_models <step> [args]: prepare | train | reduce | average | spot-check | export | taming-import | evaluate | lpips | onnx-import | artefacts | grid-probe | gpu-pack | fast-decoder | decoder-cost."""
+"""python -m uigc_models <step> [args]: prepare | train | reduce | average | spot-check | export | taming-import | evaluate | lpips | onnx-import | artefacts | grid-probe | gpu-pack | fast-decoder | decoder-cost | dense."""
 import sys
 
 STEPS = {
@@ -17,6 +17,7 @@ STEPS = {
     "gpu-pack": ("uigc_models.gpu_pack", []),
     "fast-decoder": ("uigc_models.fast_decoder", []),
     "decoder-cost": ("uigc_models.decoder_cost", []),
+    "dense": ("uigc_models.dense", []),
 }
 
 

@@ -93,11 +93,14 @@ def uigc_point(uigc: str, bundle: str, img: str, point: str, regen: str, tmp: st
     # colour[-auto][-BLOCK-STEP]:POINT - with the colour thumbnail (--colour on / auto); points
     # without the prefix are sent without it (--colour off), so older records keep their meaning.
     enc, dec = [], []
+    if point.startswith("wl"):  # wlN:POINT - both ends at work limit N tokens (--work-limit: no padding below it)
+        n, point = point[2:].split(":", 1)
+        enc = dec = ["--work-limit", str(int(n))]
     if point.startswith("full-decoder:"):  # full-decoder:POINT - the float decoder (--decoder full)
-        dec = ["--decoder", "full"]
+        dec = dec + ["--decoder", "full"]
         point = point[len("full-decoder:"):]
     if point.startswith("fast:"):  # fast:POINT - the bundle's fast encoder (--encoder fast)
-        enc = ["--encoder", "fast"]
+        enc = enc + ["--encoder", "fast"]
         point = point[len("fast:"):]
     args = ["--colour", "off"] + enc
     m = COLOUR_PREFIX.match(point)

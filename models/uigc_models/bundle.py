@@ -166,12 +166,14 @@ def read_manifest(bundle_dir: str) -> dict:
 
 
 OPTIONAL_FILES = ("tokenizer_decoder_tile", "tokenizer_encoder_fast", "tokenizer_decoder_fast",
-                  "tokenizer_decoder_tile_fast")
+                  "tokenizer_decoder_tile_fast", "tokenizer_encoder_dense", "tokenizer_decoder_dense")
+# Optional files that are part of the model id when present (docs/bundle.md "Dense graphs").
+ID_OPTIONAL_FILES = ("tokenizer_encoder_dense", "tokenizer_decoder_dense")
 
 
 def set_optional_file(bundle_dir: str, section: str, file: str, version: str | None = None) -> None:
-    """Write (or replace) the manifest table of an optional file (one of OPTIONAL_FILES: hashed, not part
-    of the model id) before [prior]; `version` replaces the bundle's version string."""
+    """Write (or replace) the manifest table of an optional file (one of OPTIONAL_FILES: hashed; not part
+    of the model id, except ID_OPTIONAL_FILES) before [prior]; `version` replaces the bundle's version string."""
     import re
     if section not in OPTIONAL_FILES:
         raise ValueError(f"{section!r} is not an optional bundle file {OPTIONAL_FILES}")

@@ -35,14 +35,16 @@ class Up(nn.Module):
     (align_corners=False, ONNX Resize linear / half_pixel) interpolates instead. No parameters either
     way, so the same weights load into both."""
 
-    def __init__(self, cin: int, cout: int, mode: str = "nearest"):
+    def __init__(self, cin: int, cout: int, mode: str = "nearest", scale: int = 2):
         super().__init__()
         if mode not in UP_MODES:
             raise ValueError(f"up mode {mode!r} not in {UP_MODES}")
-        self.mode = mode
+        self.mode, self.scale = mode, scale
         self.conv = nn.Conv2d(cin, cout, 3, 1, 1)
 
     def forward(self, x):
+        if self.scale == 1:     # the f=8 decoder's first stage: the same conv, no upsampling
+            return self.conv(x)
         if self.mode == "nearest":
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         else:
@@ -50,17 +52,23 @@ class Up(nn.Module):
         return self.conv(x)
 
 
-class Encoder(nn.Module):
-    """image [-1,1] -> z [N, D, H/16, W/16] (not normalised)."""
+FACTORS = (16, 8)
 
-    def __init__(self, ch=(64, 128, 192), code_dim=32, n_res=(1, 1, 2)):
+
+class Encoder(nn.Module):
+    """image [-1,1] -> z [N, D, H/f, W/f] (not normalised); f = `factor` (16, or 8: the last 2x2/2
+    downsampling becomes a 3x3/1 conv, `f8_state` maps f=16 weights onto it)."""
+
+    def __init__(self, ch=(64, 128, 192), code_dim=32, n_res=(1, 1, 2), factor: int = 16):
         super().__init__()
+        if factor not in FACTORS:
+            raise ValueError(f"factor {factor} not in {FACTORS}")
         c0, c1, c2 = ch
         layers = [nn.Conv2d(3, c0, 4, 4)]                       # H/4 patchify stem
         layers += [ResBlock(c0) for _ in range(n_res[0])]
         layers += [nn.Conv2d(c0, c1, 2, 2)]                     # H/8
         layers += [ResBlock(c1) for _ in range(n_res[1])]
-        layers += [nn.Conv2d(c1, c2, 2, 2)]                     # H/16
+        layers += [nn.Conv2d(c1, c2, 2, 2) if factor == 16 else nn.Conv2d(c1, c2, 3, 1, 1)]   # H/16 (H/8)
         layers += [ResBlock(c2) for _ in range(n_res[2])]
         layers += [gn(c2), nn.SiLU(), nn.Conv2d(c2, code_dim, 1)]
         self.net = nn.Sequential(*layers)
@@ -70,15 +78,19 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """code [N, D, h, w] -> image [N, 3, 16h, 16w] in the normalised ([-1, 1]) space."""
+    """code [N, D, h, w] -> image [N, 3, f*h, f*w] in the normalised ([-1, 1]) space (f = `factor`:
+    16, or 8 where the first stage keeps its conv and skips its upsampling)."""
 
-    def __init__(self, ch=(192, 128, 96, 48, 24), code_dim=32, n_res=(2, 1, 1, 1, 0), up_mode: str = "nearest"):
+    def __init__(self, ch=(192, 128, 96, 48, 24), code_dim=32, n_res=(2, 1, 1, 1, 0), up_mode: str = "nearest",
+                 factor: int = 16):
         super().__init__()
+        if factor not in FACTORS:
+            raise ValueError(f"factor {factor} not in {FACTORS}")
         layers = [nn.Conv2d(code_dim, ch[0], 3, 1, 1)]
         for i, c in enumerate(ch):
             layers += [ResBlock(c) for _ in range(n_res[i])]
             if i + 1 < len(ch):
-                layers += [Up(c, ch[i + 1], up_mode)]
+                layers += [Up(c, ch[i + 1], up_mode, scale=1 if (factor == 8 and i == 0) else 2)]
         layers += [gn(ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], 3, 3, 1, 1)]
         self.net = nn.Sequential(*layers)
 
@@ -183,13 +195,16 @@ def spherical_kmeans(x: torch.Tensor, k: int, iters: int = 20, seed: int = 0,
 class Tokenizer(nn.Module):
     def __init__(self, k: int = 1024, code_dim: int = 32, enc_ch=(64, 128, 192), enc_res=(1, 1, 2),
                  dec_ch=(192, 128, 96, 48, 24), dec_res=(2, 1, 1, 1, 0), ema_decay: float = 0.99,
-                 up_mode: str = "nearest"):
+                 up_mode: str = "nearest", factor: int = 16):
         super().__init__()
-        # checkpoints written before up_mode existed have no such key and load as "nearest"
+        # checkpoints written before up_mode (factor) existed have no such key and load as "nearest" (16)
         self.hparams = dict(k=k, code_dim=code_dim, enc_ch=list(enc_ch), enc_res=list(enc_res),
                             dec_ch=list(dec_ch), dec_res=list(dec_res), ema_decay=ema_decay, up_mode=up_mode)
-        self.encoder = Encoder(enc_ch, code_dim, enc_res)
-        self.decoder = Decoder(dec_ch, code_dim, dec_res, up_mode)
+        if factor != 16:
+            self.hparams["factor"] = factor
+        self.factor = factor
+        self.encoder = Encoder(enc_ch, code_dim, enc_res, factor)
+        self.decoder = Decoder(dec_ch, code_dim, dec_res, up_mode, factor)
         self.quant = EMAQuantizer(k, code_dim, ema_decay)
 
     def encode_z(self, x):
@@ -213,6 +228,20 @@ class Tokenizer(nn.Module):
     def decode_indices(self, idx):
         q = self.quant.embed[idx].permute(0, 3, 1, 2)
         return self.decoder(q)
+
+
+def f8_state(f16: Tokenizer) -> dict:
+    """The f=16 tokenizer's state dict for an f=8 one of the same widths: the encoder's last 2x2/2 conv
+    becomes a 3x3/1 conv with the 2x2 taps at its lower right (output j reads inputs j and j+1, as the
+    strided conv's output j/2 read 2j' and 2j'+1); every other tensor, the codebook included, is kept."""
+    state = {k: v.clone() for k, v in f16.state_dict().items()}
+    convs = [i for i, m in enumerate(f16.encoder.net) if isinstance(m, nn.Conv2d) and m.stride == (2, 2)]
+    key = f"encoder.net.{convs[-1]}.weight"
+    w = state[key]
+    w3 = w.new_zeros(w.shape[0], w.shape[1], 3, 3)
+    w3[..., 1:, 1:] = w
+    state[key] = w3
+    return state
 
 
 class PatchDiscriminator(nn.Module):

@@ -27,7 +27,7 @@ from .common import (CACHE_ROOT, RUNS_ROOT, Deadline, atomic_torch_save, pick_de
 from . import colour
 from .data import CACHE_FILE, CropSampler, load_cache, to_tensor_m11
 from .lpips import LPIPS
-from .model import PatchDiscriminator, Tokenizer, count_params
+from .model import PatchDiscriminator, Tokenizer, count_params, f8_state
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="decoder upsampling (default nearest). Has no parameters, so with --init-from it may "
                          "differ from the initialising checkpoint's; a resumed run keeps its own")
     # optimisation
+    ap.add_argument("--factor", type=int, choices=(16, 8), default=None,
+                    help="pixels per token side (default: the checkpoint's, else 16); 8 with --init-from an f=16 "
+                         "checkpoint maps its weights onto the f=8 layout (model.f8_state): the dense tokenizer")
+    ap.add_argument("--freeze-codebook", action="store_true",
+                    help="no EMA updates or restarts of the codebook (tokens keep their meaning for a trained prior)")
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=4e-4)
@@ -221,6 +226,7 @@ def main(argv=None) -> int:
         for key in ("k", "code_dim", "enc_ch", "enc_res", "dec_ch", "dec_res"):
             setattr(args, key, saved[key])
         args.up_mode = saved.get("up_mode") or "nearest"   # older checkpoints: nearest
+        args.factor = saved.get("factor") or 16
     init = None
     if ckpt is None and args.init_from:
         init = torch.load(args.init_from, map_location="cpu", weights_only=False)
@@ -230,14 +236,25 @@ def main(argv=None) -> int:
             args.up_mode = init["args"].get("up_mode") or "nearest"
     if args.up_mode is None:
         args.up_mode = "nearest"
+    init_factor = (init["hparams"].get("factor", 16) if init is not None else None)
+    if args.factor is None:
+        args.factor = init_factor or 16
     write_config(rdir, args, extra={"device": str(device), "torch": torch.__version__,
                                     "resumed_from": ckpt_path if ckpt else None,
                                     "initialised_from": args.init_from if init else None})
 
     model = Tokenizer(args.k, args.code_dim, args.enc_ch, args.enc_res, args.dec_ch, args.dec_res,
-                      args.ema_decay, up_mode=args.up_mode).to(device)
+                      args.ema_decay, up_mode=args.up_mode, factor=args.factor).to(device)
     if init is not None:
-        model.load_state_dict(init["model"])
+        if init_factor == 16 and args.factor == 8:
+            f16 = Tokenizer(**init["hparams"])
+            f16.load_state_dict(init["model"])
+            model.load_state_dict(f8_state(f16))
+        elif init_factor != args.factor:
+            log.error(f"--factor {args.factor} cannot start from a factor-{init_factor} checkpoint")
+            return 2
+        else:
+            model.load_state_dict(init["model"])
         log.info(f"initialised from {args.init_from} (its step {init['step']}, "
                  f"{init['train_seconds'] / 60:.1f} training minutes)")
     trainable = model.parameters()
@@ -248,6 +265,8 @@ def main(argv=None) -> int:
         model.encoder.requires_grad_(False)
         model.quant.ema_enabled = False
         trainable = model.decoder.parameters()
+    if args.freeze_codebook:
+        model.quant.ema_enabled = False
     opt = torch.optim.Adam(trainable, lr=args.lr, betas=(0.9, 0.99))
     disc = d_opt = None
     if args.gan:
@@ -262,7 +281,7 @@ def main(argv=None) -> int:
     tracker = UsageTracker(args.k)
     if ckpt:
         model.load_state_dict(ckpt["model"])
-        model.quant.ema_enabled = not args.freeze_encoder
+        model.quant.ema_enabled = not (args.freeze_encoder or args.freeze_codebook)
         opt.load_state_dict(ckpt["opt"])
         step, train_seconds = ckpt["step"], ckpt["train_seconds"]
         tracker.last_used = ckpt.get("last_used", tracker.last_used)
@@ -274,7 +293,8 @@ def main(argv=None) -> int:
         log.info(f"resumed from {ckpt_path}: step {step}, {train_seconds / 60:.1f} training minutes")
     log.info(f"run dir {rdir}; device {device}; threads {torch.get_num_threads()}; "
              f"encoder {count_params(model.encoder)} params, decoder {count_params(model.decoder)} params, "
-             f"K={args.k} D={args.code_dim}, decoder upsampling {args.up_mode}")
+             f"K={args.k} D={args.code_dim}, f={args.factor}, decoder upsampling {args.up_mode}"
+             f"{', codebook frozen' if args.freeze_codebook else ''}")
 
     data = load_cache(args.data_cache)
     sampler = CropSampler(data["images"], args.crop, seed=args.seed + step)
@@ -382,7 +402,7 @@ def main(argv=None) -> int:
         step += 1
         if quantize:
             tracker.update(idx, step)
-            if step % args.restart_every == 0 and not args.freeze_encoder:
+            if step % args.restart_every == 0 and not (args.freeze_encoder or args.freeze_codebook):
                 dead = (step - tracker.last_used) > args.restart_after
                 if dead.any():
                     flat = z.detach().permute(0, 2, 3, 1).reshape(-1, z.shape[1])

@@ -68,6 +68,9 @@ struct RawManifest {
     tokenizer_decoder_fast: Option<RawFile>,
     /// Optional: the tile graph, re-expressed and quantised the same way.
     tokenizer_decoder_tile_fast: Option<RawFile>,
+    /// Optional (both or neither): the f=8 tokenizer of dense packets.
+    tokenizer_encoder_dense: Option<RawFile>,
+    tokenizer_decoder_dense: Option<RawFile>,
     prior: RawPrior,
 }
 
@@ -104,6 +107,12 @@ pub struct Bundle {
     pub tokenizer_decoder_fast: Option<BundleFile>,
     /// The tile graph in the fast decoder's form (used with it when both are there).
     pub tokenizer_decoder_tile_fast: Option<BundleFile>,
+    /// The dense tokenizer (docs/bundle.md "Dense graphs"): an encoder and a decoder at one
+    /// token per 8x8 pixels over the same codebook, which code and render dense packets directly
+    /// (without them a dense packet is the 16x16 tokenizer's grid of the frame upsampled 2x, its
+    /// picture halved). Part of the model id when present: they change what a dense packet's
+    /// tokens mean.
+    pub dense: Option<(BundleFile, BundleFile)>,
     pub prior_kind: String,
     pub prior: BundleFile,
     pub model_id: ModelId,
@@ -283,7 +292,23 @@ impl Bundle {
             &raw.tokenizer_decoder_tile_fast,
         )?;
 
-        let id_text = format!(
+        let dense = match (
+            optional("tokenizer_encoder_dense", &raw.tokenizer_encoder_dense)?,
+            optional("tokenizer_decoder_dense", &raw.tokenizer_decoder_dense)?,
+        ) {
+            (Some(e), Some(d)) => Some((e, d)),
+            (None, None) => None,
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(bad(
+                    "tokenizer_decoder_dense",
+                    "the dense graphs come in pairs: [tokenizer_encoder_dense] and \
+                     [tokenizer_decoder_dense] are both present or both absent"
+                        .into(),
+                ))
+            }
+        };
+
+        let mut id_text = format!(
             "uigc-model\n{}\n{}\n{}:{}\n{:?}\n{:?}\n{}\n{}\n{}:{}\n",
             raw.codebook_size,
             raw.downsample,
@@ -296,6 +321,10 @@ impl Bundle {
             raw.prior.kind,
             prior.sha256
         );
+        // Bundles without dense graphs keep the ids they always had.
+        if let Some((e, d)) = &dense {
+            id_text.push_str(&format!("dense:{}:{}\n", e.sha256, d.sha256));
+        }
         let digest = Sha256::digest(id_text.as_bytes());
         let model_id = ModelId([digest[0], digest[1], digest[2], digest[3]]);
 
@@ -314,6 +343,7 @@ impl Bundle {
             tokenizer_encoder_fast: fast,
             tokenizer_decoder_fast: dec_fast,
             tokenizer_decoder_tile_fast: tile_fast,
+            dense,
             prior_kind: raw.prior.kind,
             prior,
             model_id,

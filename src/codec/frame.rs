@@ -31,9 +31,14 @@ impl RgbImage {
 
     /// Token grid size (rows, cols) of this frame at 16 pixels per token.
     pub fn grid(&self) -> (usize, usize) {
+        self.grid_of(16)
+    }
+
+    /// The token grid (rows, cols) at `factor` pixels per token side.
+    pub fn grid_of(&self, factor: usize) -> (usize, usize) {
         (
-            self.height.div_ceil(16) as usize,
-            self.width.div_ceil(16) as usize,
+            (self.height as usize).div_ceil(factor),
+            (self.width as usize).div_ceil(factor),
         )
     }
 
@@ -118,8 +123,18 @@ impl RgbImage {
     /// Planar float tensor `[3, H16, W16]` (sizes padded to multiples of 16 by edge
     /// replication), normalised as `(x / 255 - mean) / std`.
     pub fn to_padded_tensor(&self, mean: [f32; 3], std: [f32; 3]) -> (usize, usize, Vec<f32>) {
-        let (rows, cols) = self.grid();
-        let (ph, pw) = (rows * 16, cols * 16);
+        self.to_padded_tensor_of(mean, std, 16)
+    }
+
+    /// [`Self::to_padded_tensor`] with sizes padded to multiples of `factor`.
+    pub fn to_padded_tensor_of(
+        &self,
+        mean: [f32; 3],
+        std: [f32; 3],
+        factor: usize,
+    ) -> (usize, usize, Vec<f32>) {
+        let (rows, cols) = self.grid_of(factor);
+        let (ph, pw) = (rows * factor, cols * factor);
         let (w, h) = (self.width as usize, self.height as usize);
         let mut out = vec![0f32; 3 * ph * pw];
         let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / (255.0 * std[c]));

@@ -271,6 +271,40 @@ impl Model {
         self.tokenizer.decode(grid, width, height)
     }
 
+    /// Whether the bundle has dense graphs (docs/bundle.md "Dense graphs"): dense packets are
+    /// then coded and rendered at one token per 8x8 pixels of the frame itself.
+    pub fn has_dense_graphs(&self) -> bool {
+        self.tokenizer.has_dense_graphs()
+    }
+
+    /// The dense token grid of a frame (`ceil(H/8)` x `ceil(W/8)`): the bundle's dense encoder
+    /// on the frame, else its encoder on the frame upsampled 2x (what a dense packet carries).
+    pub fn tokenize_dense(&mut self, image: &RgbImage) -> Result<TokenGrid> {
+        if self.tokenizer.has_dense_graphs() {
+            self.tokenizer.encode_dense(image)
+        } else {
+            self.tokenizer.encode(&image.upsample2x())
+        }
+    }
+
+    /// A dense token grid -> the frame of `width` x `height` (the inverse path of
+    /// [`Self::tokenize_dense`]; no colour correction).
+    pub fn detokenize_dense(
+        &mut self,
+        grid: &TokenGrid,
+        width: u32,
+        height: u32,
+    ) -> Result<RgbImage> {
+        if self.tokenizer.has_dense_graphs() {
+            self.tokenizer.decode_dense(grid, width, height)
+        } else {
+            Ok(self
+                .tokenizer
+                .decode(grid, 2 * width, 2 * height)?
+                .downsample2x())
+        }
+    }
+
     /// Tokens -> image through `renderer`: tiles over its last picture where its policy
     /// allows (`full` asks for a full decode); no colour correction.
     pub fn render(
@@ -303,7 +337,7 @@ impl Model {
             .check_encodable(image.width, image.height, params.dense)?;
         let t0 = Instant::now();
         let tokens = if params.dense {
-            self.tokenizer.encode(&image.upsample2x())?
+            self.tokenize_dense(image)?
         } else {
             self.tokenizer.encode(image)?
         };
@@ -442,18 +476,16 @@ impl Model {
         let t1 = Instant::now();
         let (w, h) = tokens.header.coded_size();
         let mut image = match renderer {
-            Some(r) if !tokens.header.dense() => {
-                r.render(&mut self.tokenizer, &tokens.grid, w, h, true)?.0
+            _ if tokens.header.dense() => {
+                if let Some(r) = renderer {
+                    r.reset();
+                }
+                let (fw, fh) = (tokens.header.width, tokens.header.height);
+                self.detokenize_dense(&tokens.grid, fw, fh)?
             }
-            Some(r) => {
-                r.reset();
-                self.tokenizer.decode(&tokens.grid, w, h)?
-            }
+            Some(r) => r.render(&mut self.tokenizer, &tokens.grid, w, h, true)?.0,
             None => self.tokenizer.decode(&tokens.grid, w, h)?,
         };
-        if tokens.header.dense() {
-            image = image.downsample2x();
-        }
         if let Some(thumb) = &tokens.colour {
             thumb.apply(&mut image);
         }

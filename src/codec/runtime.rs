@@ -155,6 +155,10 @@ pub enum Network {
     Decoder,
     /// The tile graph: `indices` [1, h, w] (+ fixed-size statistics) -> `image`.
     TileDecoder,
+    /// The dense encoder: `image` [1, 3, H, W] -> `indices` [1, H/8, W/8].
+    DenseEncoder,
+    /// The dense decoder: `indices` [1, h, w] -> `image` [1, 3, 8h, 8w].
+    DenseDecoder,
 }
 
 impl Network {
@@ -163,16 +167,29 @@ impl Network {
             Self::Encoder => "tokenizer encoder",
             Self::Decoder => "tokenizer decoder",
             Self::TileDecoder => "tile decoder",
+            Self::DenseEncoder => "dense tokenizer encoder",
+            Self::DenseDecoder => "dense tokenizer decoder",
+        }
+    }
+
+    /// Pixels per token side: 16, or 8 for the dense graphs.
+    pub fn factor(&self) -> usize {
+        match self {
+            Self::DenseEncoder | Self::DenseDecoder => 8,
+            Self::Encoder | Self::Decoder | Self::TileDecoder => 16,
         }
     }
 
     /// The TensorRT profile shape of the network's dynamic input for a frame of `w` x `h`
     /// pixels (padded to whole tokens), e.g. `image:1x3x480x640`.
     pub fn profile_shape(&self, (w, h): (u32, u32)) -> String {
-        let (cols, rows) = (w.div_ceil(16).max(1), h.div_ceil(16).max(1));
+        let f = self.factor() as u32;
+        let (cols, rows) = (w.div_ceil(f).max(1), h.div_ceil(f).max(1));
         match self {
-            Self::Encoder => format!("image:1x3x{}x{}", rows * 16, cols * 16),
-            Self::Decoder | Self::TileDecoder => format!("indices:1x{rows}x{cols}"),
+            Self::Encoder | Self::DenseEncoder => format!("image:1x3x{}x{}", rows * f, cols * f),
+            Self::Decoder | Self::TileDecoder | Self::DenseDecoder => {
+                format!("indices:1x{rows}x{cols}")
+            }
         }
     }
 }

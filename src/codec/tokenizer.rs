@@ -59,8 +59,12 @@ impl LazySession {
         if self.session.is_none() {
             let (session, ep) = open_session(&self.path, opts, self.network)?;
             match self.network {
-                Network::Encoder => check_io(&session, "tokenizer encoder", "image", "indices")?,
-                Network::Decoder => check_io(&session, "tokenizer decoder", "indices", "image")?,
+                Network::Encoder | Network::DenseEncoder => {
+                    check_io(&session, self.network.as_str(), "image", "indices")?
+                }
+                Network::Decoder | Network::DenseDecoder => {
+                    check_io(&session, self.network.as_str(), "indices", "image")?
+                }
                 Network::TileDecoder => {
                     for input in ["indices", "stats_in", "stats_weight"] {
                         check_io(&session, "tile decoder", input, "image")?;
@@ -87,6 +91,8 @@ pub struct Tokenizer {
     tile: Option<LazySession>,
     /// Whether `decoder` and `tile` are the bundle's fast decoder graphs.
     fast_decoder: bool,
+    /// The dense graphs (encoder, decoder), when the bundle has them; opened on first use.
+    dense: Option<(LazySession, LazySession)>,
     /// The options every network opens with; `auto` is resolved by the first network opened.
     opts: RuntimeOptions,
 }
@@ -188,6 +194,12 @@ impl Tokenizer {
             codebook_size: bundle.codebook_size,
             tile: tile.map(|f| LazySession::new(&f.path, Network::TileDecoder)),
             fast_decoder,
+            dense: bundle.dense.as_ref().map(|(e, d)| {
+                (
+                    LazySession::new(&e.path, Network::DenseEncoder),
+                    LazySession::new(&d.path, Network::DenseDecoder),
+                )
+            }),
             opts,
         };
         if t.opts.role != Role::Decoder {
@@ -208,6 +220,16 @@ impl Tokenizer {
             Network::TileDecoder => self.tile.as_mut().ok_or_else(|| {
                 Error::InvalidArgument("the model bundle has no tile graph".into())
             })?,
+            Network::DenseEncoder | Network::DenseDecoder => {
+                let (e, d) = self.dense.as_mut().ok_or_else(|| {
+                    Error::InvalidArgument("the model bundle has no dense graphs".into())
+                })?;
+                if network == Network::DenseEncoder {
+                    e
+                } else {
+                    d
+                }
+            }
         };
         let (session, provider) = lazy.open(&self.opts)?;
         self.opts.provider = provider;
@@ -224,12 +246,18 @@ impl Tokenizer {
         self.tile.is_some()
     }
 
+    /// Whether the bundle has dense graphs ([`Self::encode_dense`], [`Self::decode_dense`]).
+    pub fn has_dense_graphs(&self) -> bool {
+        self.dense.is_some()
+    }
+
     /// Which networks are open, each with what runs it (for logs and element properties).
     pub fn describe(&self) -> String {
         let what = describe_provider(self.opts.provider, &self.opts);
         [&self.encoder, &self.decoder]
             .into_iter()
             .chain(self.tile.as_ref())
+            .chain(self.dense.iter().flat_map(|(e, d)| [e, d]))
             .filter(|l| l.session.is_some())
             .map(|l| {
                 let fast = match l.network {
@@ -379,31 +407,43 @@ impl Tokenizer {
 
     /// Image -> token grid (`ceil(H/16)` x `ceil(W/16)`).
     pub fn encode(&mut self, image: &RgbImage) -> Result<TokenGrid> {
-        let (rows, cols) = image.grid();
-        let (ph, pw, data) = image.to_padded_tensor(self.mean, self.std);
+        self.encode_on(Network::Encoder, image)
+    }
+
+    /// Image -> dense token grid (`ceil(H/8)` x `ceil(W/8)`, the grid of a dense packet) with
+    /// the bundle's dense encoder; an error when the bundle has none.
+    pub fn encode_dense(&mut self, image: &RgbImage) -> Result<TokenGrid> {
+        self.encode_on(Network::DenseEncoder, image)
+    }
+
+    fn encode_on(&mut self, network: Network, image: &RgbImage) -> Result<TokenGrid> {
+        let name = network.as_str();
+        let f = network.factor();
+        let (rows, cols) = image.grid_of(f);
+        let (ph, pw, data) = image.to_padded_tensor_of(self.mean, self.std, f);
         let input = Array4::from_shape_vec((1, 3, ph, pw), data)
             .map_err(|e| Error::Image(e.to_string()))?;
         let infer = |e: ort::Error| Error::Inference {
-            network: "tokenizer encoder",
+            network: name,
             message: e.to_string(),
         };
         let tensor = TensorRef::from_array_view(&input).map_err(infer)?;
         let options = run_options(rows * cols).map_err(infer)?;
         let k = self.codebook_size as i64;
         let outputs = self
-            .session(Network::Encoder)?
+            .session(network)?
             .run_with_options(ort::inputs!["image" => tensor], &options)
             .map_err(infer)?;
         let indices =
             outputs["indices"]
                 .try_extract_array::<i64>()
                 .map_err(|e| Error::Contract {
-                    network: "tokenizer encoder",
+                    network: name,
                     message: format!("an 'indices' output that is not int64 ({e})"),
                 })?;
         if indices.shape() != [1, rows, cols] {
             return Err(Error::Contract {
-                network: "tokenizer encoder",
+                network: name,
                 message: format!(
                     "indices of shape {:?} for a {pw}x{ph} input (expected [1, {rows}, {cols}])",
                     indices.shape()
@@ -414,7 +454,7 @@ impl Tokenizer {
         for &v in indices.iter() {
             if !(0..k).contains(&v) {
                 return Err(Error::Contract {
-                    network: "tokenizer encoder",
+                    network: name,
                     message: format!("index {v} outside the codebook of {k}"),
                 });
             }
@@ -425,32 +465,50 @@ impl Tokenizer {
 
     /// Token grid -> image of `width` x `height` (cropped from the padded reconstruction).
     pub fn decode(&mut self, grid: &TokenGrid, width: u32, height: u32) -> Result<RgbImage> {
+        self.decode_on(Network::Decoder, grid, width, height)
+    }
+
+    /// Dense token grid -> image of `width` x `height` with the bundle's dense decoder (8x8
+    /// pixels per token); an error when the bundle has none.
+    pub fn decode_dense(&mut self, grid: &TokenGrid, width: u32, height: u32) -> Result<RgbImage> {
+        self.decode_on(Network::DenseDecoder, grid, width, height)
+    }
+
+    fn decode_on(
+        &mut self,
+        network: Network,
+        grid: &TokenGrid,
+        width: u32,
+        height: u32,
+    ) -> Result<RgbImage> {
+        let name = network.as_str();
+        let f = network.factor();
         let input = Array3::from_shape_vec(
             (1, grid.rows, grid.cols),
             grid.tokens.iter().map(|&t| t as i64).collect(),
         )
         .map_err(|e| Error::Image(e.to_string()))?;
         let infer = |e: ort::Error| Error::Inference {
-            network: "tokenizer decoder",
+            network: name,
             message: e.to_string(),
         };
         let tensor = TensorRef::from_array_view(&input).map_err(infer)?;
         let options = run_options(grid.rows * grid.cols).map_err(infer)?;
         let (mean, std) = (self.mean, self.std);
         let outputs = self
-            .session(Network::Decoder)?
+            .session(network)?
             .run_with_options(ort::inputs!["indices" => tensor], &options)
             .map_err(infer)?;
         let image = outputs["image"]
             .try_extract_array::<f32>()
             .map_err(|e| Error::Contract {
-                network: "tokenizer decoder",
+                network: name,
                 message: format!("an 'image' output that is not float32 ({e})"),
             })?;
-        let (ph, pw) = (grid.rows * 16, grid.cols * 16);
+        let (ph, pw) = (grid.rows * f, grid.cols * f);
         if image.shape() != [1, 3, ph, pw] {
             return Err(Error::Contract {
-                network: "tokenizer decoder",
+                network: name,
                 message: format!(
                     "an image of shape {:?} for a {}x{} grid (expected [1, 3, {ph}, {pw}])",
                     image.shape(),
