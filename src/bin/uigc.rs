@@ -175,9 +175,9 @@ enum Command {
         /// adaptive token count that fit; a cap below the smallest packet skips the frame
         #[arg(long, value_name = "BYTES")]
         max_bytes: Option<usize>,
-        /// Token grid: normal (one token per 16x16 pixels), dense (the frame at twice its size:
-        /// four tokens per 16x16 pixels, the top of the rate ladder) or auto (dense only when
-        /// --max-bytes leaves room for it)
+        /// Token grid: normal (one token per 16x16 pixels), dense (four tokens per 16x16 pixels:
+        /// the bundle's dense graphs, else the frame at twice its size; the top of the rate
+        /// ladder) or auto (dense only when --max-bytes leaves room for it)
         #[arg(long, value_name = "DENSITY", default_value = "auto")]
         density: String,
         /// Colour thumbnail (the frame's block means in YCbCr, a few hundred bytes that fix the

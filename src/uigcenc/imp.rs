@@ -344,8 +344,9 @@ impl ObjectImpl for UigcEnc {
                 glib::ParamSpecEnum::builder_with_default("density", DEFAULT_DENSITY)
                     .nick("Density")
                     .blurb(
-                        "Token grid: normal, dense (the frame at twice its size: the top of the \
-                         rate ladder) or auto (dense when the byte budget leaves room for it)",
+                        "Token grid: normal, dense (four tokens per 16x16 pixels: the bundle's dense \
+                         graphs, else the frame at twice its size; the top of the rate ladder) or \
+                         auto (dense when the byte budget leaves room for it)",
                     )
                     .mutable_playing()
                     .build(),

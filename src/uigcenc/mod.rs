@@ -94,7 +94,7 @@ pub(crate) enum Density {
     #[enum_value(name = "Normal: one token per 16x16 pixels", nick = "normal")]
     Normal,
     #[enum_value(
-        name = "Dense: the frame at twice its size, four tokens per 16x16 pixels (about 4x the bytes)",
+        name = "Dense: four tokens per 16x16 pixels (the bundle's dense graphs, else the frame at twice its size; about 4x the bytes)",
         nick = "dense"
     )]
     Dense,
