@@ -104,3 +104,21 @@ fn one_dense_graph_alone_is_refused() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+#[test]
+fn dense_graphs_open_on_first_use_or_at_warm_up() {
+    use gstuigc::codec::Role;
+    let mut model = load(&tiny_model_dense_dir());
+    let before = model.describe_networks();
+    assert!(!before.contains("dense"), "{before}");
+    model.warm_up(64, 48, Role::Decoder).unwrap();
+    let after = model.describe_networks();
+    assert!(
+        after.contains("dense tokenizer decoder") && !after.contains("dense tokenizer encoder"),
+        "{after}"
+    );
+    model.warm_up(64, 48, Role::Encoder).unwrap();
+    assert!(model
+        .describe_networks()
+        .contains("dense tokenizer encoder"));
+}

@@ -235,10 +235,10 @@ impl Model {
         )
     }
 
-    /// Runs the networks of `role` once on a mid-grey frame of `width` x `height`, so that the
-    /// first real frame does not pay for lazy initialisation (on TensorRT: the engine build or
-    /// its load from the cache; on the CPU: the arena's first allocation). Returns the time it
-    /// took.
+    /// Runs the networks of `role` (and the dense graphs, when the bundle has them) once on a
+    /// mid-grey frame of `width` x `height`, so that the first real frame does not pay for lazy
+    /// initialisation (on TensorRT: the engine build or its load from the cache; on the CPU:
+    /// the arena's first allocation). Returns the time it took.
     pub fn warm_up(&mut self, width: u32, height: u32, role: Role) -> Result<std::time::Duration> {
         let t = std::time::Instant::now();
         let image = RgbImage::new(
@@ -246,13 +246,22 @@ impl Model {
             height,
             vec![128; width as usize * height as usize * 3],
         )?;
+        let dense = self.tokenizer.has_dense_graphs();
         if role != Role::Decoder {
             self.tokenizer.encode(&image)?;
+            if dense {
+                self.tokenizer.encode_dense(&image)?;
+            }
         }
         if role != Role::Encoder {
             let (rows, cols) = image.grid();
             self.tokenizer
                 .decode(&TokenGrid::zeros(rows, cols), width, height)?;
+            if dense {
+                let (rows, cols) = image.grid_of(8);
+                self.tokenizer
+                    .decode_dense(&TokenGrid::zeros(rows, cols), width, height)?;
+            }
         }
         Ok(t.elapsed())
     }
