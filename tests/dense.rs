@@ -48,34 +48,50 @@ fn dense_packets_use_the_dense_graphs() {
 }
 
 #[test]
-fn dense_graphs_are_part_of_the_model_id() {
+fn dense_packets_of_dense_graphs_carry_their_own_id() {
     let with = Bundle::load(tiny_model_dense_dir()).unwrap();
-    let plain = Bundle::load(tiny_model_dir()).unwrap();
-    assert!(with.dense.is_some());
-    assert_ne!(with.model_id, plain.model_id);
-    // The same bundle without its two dense tables has tiny-model's id again: bundles without
-    // dense graphs keep the ids they had.
+    let plain_bundle = Bundle::load(tiny_model_dir()).unwrap();
+    // The model id does not depend on the dense graphs (normal packets stay decodable by
+    // receivers with or without them); the dense id does.
+    assert_eq!(with.model_id, plain_bundle.model_id);
+    let dense_id = with.dense_model_id.expect("a dense id");
+    assert_ne!(dense_id, with.model_id);
+    assert!(plain_bundle.dense_model_id.is_none());
     let (one, _) = bundle_copy_without(
         &tiny_model_dense_dir(),
         "dense-id-a",
         "tokenizer_encoder_dense",
     );
     let (none, _) = bundle_copy_without(&one, "dense-id-b", "tokenizer_decoder_dense");
-    let stripped = Bundle::load(&none).unwrap();
-    assert!(stripped.dense.is_none());
-    assert_eq!(stripped.model_id, plain.model_id);
-    // A dense packet names its model: the bundle without the dense graphs refuses it.
+    assert!(Bundle::load(&none).unwrap().dense_model_id.is_none());
+
     let mut dense = load(&tiny_model_dense_dir());
-    let mut other = load(&none);
-    let pkt = dense
-        .encode_auto(
-            &synthetic(64, 48, 1),
-            FrameParams::default(),
-            Density::Dense,
-        )
+    let mut plain = load(&tiny_model_dir());
+    let img = synthetic(64, 48, 1);
+    let normal = dense.encode(&img, FrameParams::default()).unwrap();
+    assert_eq!(normal.packet.header.model_id, with.model_id);
+    let d = dense
+        .encode_auto(&img, FrameParams::default(), Density::Dense)
         .unwrap();
-    let err = other.decode(&pkt.packet.bytes).unwrap_err().to_string();
-    assert!(err.contains("model"), "{err}");
+    assert_eq!(d.packet.header.model_id, dense_id);
+    // Normal packets: either receiver, the same picture.
+    assert_eq!(
+        plain.decode(&normal.packet.bytes).unwrap().image,
+        dense.decode(&normal.packet.bytes).unwrap().image
+    );
+    // A receiver without the dense graphs refuses their packets, naming the ids.
+    let err = plain.decode(&d.packet.bytes).unwrap_err().to_string();
+    assert!(err.contains(&dense_id.to_string()), "{err}");
+    // A sender without dense graphs: its dense packets carry the model id, and a receiver with
+    // dense graphs renders them the 2x way, as the sender's own bundle does.
+    let old = plain
+        .encode_auto(&img, FrameParams::default(), Density::Dense)
+        .unwrap();
+    assert_eq!(old.packet.header.model_id, with.model_id);
+    let theirs = plain.decode(&old.packet.bytes).unwrap().image;
+    let ours = dense.decode(&old.packet.bytes).unwrap().image;
+    assert_eq!(ours, theirs);
+    assert_ne!(ours, dense.detokenize_dense(&old.tokens, 64, 48).unwrap());
     for d in [one, none] {
         let _ = std::fs::remove_dir_all(d);
     }
@@ -121,4 +137,25 @@ fn dense_graphs_open_on_first_use_or_at_warm_up() {
     assert!(model
         .describe_networks()
         .contains("dense tokenizer encoder"));
+}
+
+#[test]
+fn a_model_set_finds_the_model_of_a_dense_packet_by_its_dense_id() {
+    use gstuigc::codec::ModelSet;
+    let mut sender = load(&tiny_model_dense_dir());
+    let img = synthetic(64, 48, 2);
+    let d = sender
+        .encode_auto(&img, FrameParams::default(), Density::Dense)
+        .unwrap();
+    let want = sender.decode(&d.packet.bytes).unwrap().image;
+    let mut set = ModelSet::new(vec![
+        load(&tiny_model_b_dir()),
+        load(&tiny_model_dense_dir()),
+    ])
+    .unwrap();
+    assert_eq!(set.decode(&d.packet.bytes).unwrap().image, want);
+    let mut without =
+        ModelSet::new(vec![load(&tiny_model_b_dir()), load(&tiny_model_dir())]).unwrap();
+    let err = without.decode(&d.packet.bytes).unwrap_err().to_string();
+    assert!(err.contains("model"), "{err}");
 }

@@ -110,9 +110,13 @@ pub struct Bundle {
     /// The dense tokenizer (docs/bundle.md "Dense graphs"): an encoder and a decoder at one
     /// token per 8x8 pixels over the same codebook, which code and render dense packets directly
     /// (without them a dense packet is the 16x16 tokenizer's grid of the frame upsampled 2x, its
-    /// picture halved). Part of the model id when present: they change what a dense packet's
-    /// tokens mean.
+    /// picture halved). They are not part of the model id, which normal packets and dense
+    /// packets of the 2x path carry; dense packets of the dense graphs carry
+    /// [`Self::dense_model_id`].
     pub dense: Option<(BundleFile, BundleFile)>,
+    /// The id that dense packets made by the dense graphs carry (docs/bundle.md "Model id"),
+    /// when the bundle has them.
+    pub dense_model_id: Option<ModelId>,
     pub prior_kind: String,
     pub prior: BundleFile,
     pub model_id: ModelId,
@@ -308,7 +312,7 @@ impl Bundle {
             }
         };
 
-        let mut id_text = format!(
+        let id_text = format!(
             "uigc-model\n{}\n{}\n{}:{}\n{:?}\n{:?}\n{}\n{}\n{}:{}\n",
             raw.codebook_size,
             raw.downsample,
@@ -321,12 +325,17 @@ impl Bundle {
             raw.prior.kind,
             prior.sha256
         );
-        // Bundles without dense graphs keep the ids they always had.
-        if let Some((e, d)) = &dense {
-            id_text.push_str(&format!("dense:{}:{}\n", e.sha256, d.sha256));
-        }
-        let digest = Sha256::digest(id_text.as_bytes());
-        let model_id = ModelId([digest[0], digest[1], digest[2], digest[3]]);
+        let id_of = |text: &str| {
+            let digest = Sha256::digest(text.as_bytes());
+            ModelId([digest[0], digest[1], digest[2], digest[3]])
+        };
+        let model_id = id_of(&id_text);
+        // The dense graphs change what a dense packet's tokens mean, nothing else: normal packets
+        // keep the model id (a receiver with or without dense graphs decodes them), dense packets
+        // of the dense graphs carry an id of their own.
+        let dense_model_id = dense
+            .as_ref()
+            .map(|(e, d)| id_of(&format!("{id_text}dense:{}:{}\n", e.sha256, d.sha256)));
 
         Ok(Self {
             dir,
@@ -344,6 +353,7 @@ impl Bundle {
             tokenizer_decoder_fast: dec_fast,
             tokenizer_decoder_tile_fast: tile_fast,
             dense,
+            dense_model_id,
             prior_kind: raw.prior.kind,
             prior,
             model_id,

@@ -101,7 +101,9 @@ pub fn token_codec_with_threads(bundle: &Bundle, threads: usize) -> Result<Token
         bundle.schedule.num_stages(),
         threads,
     )?;
-    Ok(TokenCodec::new(bundle.model_id, bundle.schedule, prior))
+    let mut codec = TokenCodec::new(bundle.model_id, bundle.schedule, prior);
+    codec.set_dense_model_id(bundle.dense_model_id);
+    Ok(codec)
 }
 
 /// [`token_codec_with_threads`] on all cores.
@@ -220,6 +222,17 @@ impl Model {
         self.bundle.model_id
     }
 
+    /// The id of dense packets made by the bundle's dense graphs, when it has them.
+    pub fn dense_model_id(&self) -> Option<ModelId> {
+        self.bundle.dense_model_id
+    }
+
+    /// Whether this model decodes a packet with this header (its model id, or a dense packet
+    /// with its dense graphs' id).
+    pub fn accepts(&self, header: &Header) -> bool {
+        self.codec.accepts(header)
+    }
+
     /// The execution provider that runs the pixel networks.
     pub fn provider(&self) -> ExecutionProvider {
         self.tokenizer.provider()
@@ -304,7 +317,19 @@ impl Model {
         width: u32,
         height: u32,
     ) -> Result<RgbImage> {
-        if self.tokenizer.has_dense_graphs() {
+        let graphs = self.tokenizer.has_dense_graphs();
+        self.render_dense(grid, width, height, graphs)
+    }
+
+    /// A dense grid's frame: by the dense graphs, or by the decoder at twice the size, halved.
+    fn render_dense(
+        &mut self,
+        grid: &TokenGrid,
+        width: u32,
+        height: u32,
+        graphs: bool,
+    ) -> Result<RgbImage> {
+        if graphs {
             self.tokenizer.decode_dense(grid, width, height)
         } else {
             Ok(self
@@ -489,8 +514,11 @@ impl Model {
                 if let Some(r) = renderer {
                     r.reset();
                 }
+                // The packet's id says which path made its tokens: a sender without dense graphs
+                // (the model id) used the 2x path.
+                let graphs = self.codec.uses_dense_graphs(&tokens.header);
                 let (fw, fh) = (tokens.header.width, tokens.header.height);
-                self.detokenize_dense(&tokens.grid, fw, fh)?
+                self.render_dense(&tokens.grid, fw, fh, graphs)?
             }
             Some(r) => r.render(&mut self.tokenizer, &tokens.grid, w, h, true)?.0,
             None => self.tokenizer.decode(&tokens.grid, w, h)?,

@@ -108,14 +108,15 @@ impl ModelSet {
 
     /// The model a packet names (a model-mismatch error when none of the set).
     pub fn model_for(&mut self, packet: &[u8]) -> Result<&mut Model> {
-        let id = parse_packet(packet)?.header.model_id;
+        let header = parse_packet(packet)?.header;
+        let id = header.model_id;
         let ids = self
             .models
             .iter()
             .map(|m| m.model_id().to_string())
             .collect::<Vec<_>>()
             .join(", ");
-        match self.models.iter_mut().find(|m| m.model_id() == id) {
+        match self.models.iter_mut().find(|m| m.accepts(&header)) {
             Some(m) => Ok(m),
             None => Err(PacketError::ModelMismatch {
                 packet_model: id.to_string(),

@@ -71,6 +71,8 @@ pub const DEFAULT_WORK_LIMIT: u64 = 2048;
 /// Codes token grids with one schedule and one prior, under one model id.
 pub struct TokenCodec {
     model_id: ModelId,
+    /// The id of dense packets made by the bundle's dense graphs (when it has them).
+    dense_model_id: Option<ModelId>,
     schedule: Schedule,
     pub(super) prior: Box<dyn Prior>,
     pub(super) regen: RegenMode,
@@ -143,6 +145,7 @@ impl TokenCodec {
     pub fn new(model_id: ModelId, schedule: Schedule, prior: Box<dyn Prior>) -> Self {
         Self {
             model_id,
+            dense_model_id: None,
             schedule,
             prior,
             regen: RegenMode::default(),
@@ -184,10 +187,13 @@ impl TokenCodec {
     /// ([`PacketError::TooMuchWork`]: a packet of `packet_len` bytes may make the decoder work
     /// on at most `max(work limit, packet_len)` tokens).
     pub fn check_limits(&self, header: &Header, packet_len: usize) -> Result<(), PacketError> {
-        if header.model_id != self.model_id {
+        if !self.accepts(header) {
             return Err(PacketError::ModelMismatch {
                 packet_model: header.model_id.to_string(),
-                decoder_model: self.model_id.to_string(),
+                decoder_model: match self.dense_model_id {
+                    Some(d) => format!("{} (dense packets also {d})", self.model_id),
+                    None => self.model_id.to_string(),
+                },
             });
         }
         check_work(header, packet_len, self.max_pixels, self.work_limit)
@@ -226,6 +232,29 @@ impl TokenCodec {
 
     pub fn model_id(&self) -> ModelId {
         self.model_id
+    }
+
+    /// The id of dense packets made by the bundle's dense graphs; `None` without them (dense
+    /// packets then carry [`Self::model_id`]). Set by the model loader.
+    pub fn set_dense_model_id(&mut self, id: Option<ModelId>) {
+        self.dense_model_id = id;
+    }
+
+    pub fn dense_model_id(&self) -> Option<ModelId> {
+        self.dense_model_id
+    }
+
+    /// Whether a packet with this header is this codec's: the model id, or a dense packet with
+    /// the dense graphs' id.
+    pub fn accepts(&self, header: &Header) -> bool {
+        header.model_id == self.model_id
+            || (header.dense() && Some(header.model_id) == self.dense_model_id)
+    }
+
+    /// Whether a dense packet with this header is rendered by the dense graphs (its id is
+    /// theirs) rather than the 2x path.
+    pub fn uses_dense_graphs(&self, header: &Header) -> bool {
+        header.dense() && self.dense_model_id.is_some_and(|d| d == header.model_id)
     }
 
     pub fn schedule(&self) -> Schedule {
@@ -422,7 +451,10 @@ impl TokenCodec {
             flags: if adaptive { FLAG_ADAPTIVE } else { 0 }
                 | if params.dense { FLAG_DENSE } else { 0 }
                 | if colour.is_some() { FLAG_COLOUR } else { 0 },
-            model_id: self.model_id,
+            model_id: match (params.dense, self.dense_model_id) {
+                (true, Some(d)) => d,
+                _ => self.model_id,
+            },
             stream_id: params.stream_id,
             frame: params.frame,
             width,

@@ -261,7 +261,12 @@ impl Gateway {
             .map_err(|e| format!("archive {}: {e}", config.archive_dir.display()))?;
         let load = || ModelSet::load(&config.models, &config.runtime).map_err(|e| e.to_string());
         let first = load()?;
-        let model_ids: Vec<ModelId> = first.models().iter().map(|m| m.model_id()).collect();
+        // Dense packets of dense graphs carry an id of their own.
+        let model_ids: Vec<ModelId> = first
+            .models()
+            .iter()
+            .flat_map(|m| std::iter::once(m.model_id()).chain(m.dense_model_id()))
+            .collect();
         let (frames, _) = tokio::sync::watch::channel(0u64);
         let views = Arc::new(Views {
             streams: Mutex::new(HashMap::new()),
