@@ -160,6 +160,8 @@ def make_tiny_bundle(out_dir: str, seed: int, k: int = 16, c: int = 4, name: str
         onnx.save(make_decoder(codebook, d8, deconv_b), os.path.join(out_dir, "tokenizer_decoder_dense.onnx"))
         set_optional_file(out_dir, "tokenizer_encoder_dense", "tokenizer_encoder_dense.onnx")
         set_optional_file(out_dir, "tokenizer_decoder_dense", "tokenizer_decoder_dense.onnx")
+        from uigc_models.dense import write_dense_golden
+        write_dense_golden(out_dir, golden_image(seed, 40, 56))
     print(f"{out_dir}: K={k} unique tokens in golden={info['unique_indices']} "
           f"sizes={[os.path.getsize(os.path.join(out_dir, p)) for p in ('tokenizer_encoder.onnx', 'tokenizer_decoder.onnx', 'prior.bin')]}")
 

@@ -159,3 +159,46 @@ fn a_model_set_finds_the_model_of_a_dense_packet_by_its_dense_id() {
     let err = without.decode(&d.packet.bytes).unwrap_err().to_string();
     assert!(err.contains("model"), "{err}");
 }
+
+/// The dense graphs' golden vectors (golden_dense/, written by `uigc_models.dense install` and
+/// make_test_models.py) through ONNX Runtime from Rust: identical indices, the decoded picture
+/// within one level. The shipped bundle's too, when it has dense graphs.
+#[test]
+fn dense_golden_vectors() {
+    let mut dirs = vec![tiny_model_dense_dir()];
+    dirs.extend(
+        shipped_model_or_skip("dense_golden_vectors").filter(|d| d.join("golden_dense").is_dir()),
+    );
+    for dir in dirs {
+        let golden = dir.join("golden_dense");
+        let mut model = load(&dir);
+        let img = read_png(&golden.join("input.png"));
+        let grid = model.tokenize_dense(&img).unwrap();
+        assert_eq!(
+            (grid.rows, grid.cols),
+            (img.height as usize / 8, img.width as usize / 8)
+        );
+        let want: Vec<u16> = std::fs::read(golden.join("indices.i64le"))
+            .unwrap()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u16)
+            .collect();
+        assert_eq!(grid.tokens, want, "{}: dense indices", dir.display());
+        let want_png = read_png(&golden.join("decoded.png"));
+        let got = model
+            .detokenize_dense(&grid, img.width, img.height)
+            .unwrap();
+        let max_diff = got
+            .data
+            .iter()
+            .zip(&want_png.data)
+            .map(|(&a, &b)| (a as i32 - b as i32).abs())
+            .max()
+            .unwrap();
+        assert!(
+            max_diff <= 1,
+            "{}: dense picture differs by {max_diff}",
+            dir.display()
+        );
+    }
+}

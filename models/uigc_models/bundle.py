@@ -101,24 +101,26 @@ def from_network(x: np.ndarray, mean=MEAN, std=STD) -> np.ndarray:
     return np.clip(np.rint(y * 255.0), 0, 255).astype(np.uint8)
 
 
-def write_golden(bundle_dir: str, rgb_u8: np.ndarray, mean=MEAN, std=STD, extra: dict | None = None) -> dict:
-    """Run the bundle's ONNX graphs on rgb_u8 (H, W, 3) and write golden/."""
+def write_golden(bundle_dir: str, rgb_u8: np.ndarray, mean=MEAN, std=STD, extra: dict | None = None,
+                 files=("tokenizer_encoder.onnx", "tokenizer_decoder.onnx"), factor: int = 16,
+                 subdir: str = "golden") -> dict:
+    """Run the bundle's ONNX graphs (`files`: encoder, decoder at `factor` pixels per token) on rgb_u8
+    (H, W, 3) and write `subdir`/ (golden/; golden_dense/ for the dense graphs)."""
     import onnxruntime as ort
     from PIL import Image
 
     h, w, _ = rgb_u8.shape
-    assert h % 16 == 0 and w % 16 == 0
-    gdir = os.path.join(bundle_dir, "golden")
+    px = factor
+    assert h % px == 0 and w % px == 0
+    gdir = os.path.join(bundle_dir, subdir)
     os.makedirs(gdir, exist_ok=True)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
-    enc = ort.InferenceSession(os.path.join(bundle_dir, "tokenizer_encoder.onnx"), so,
-                               providers=["CPUExecutionProvider"])
-    dec = ort.InferenceSession(os.path.join(bundle_dir, "tokenizer_decoder.onnx"), so,
-                               providers=["CPUExecutionProvider"])
+    enc = ort.InferenceSession(os.path.join(bundle_dir, files[0]), so, providers=["CPUExecutionProvider"])
+    dec = ort.InferenceSession(os.path.join(bundle_dir, files[1]), so, providers=["CPUExecutionProvider"])
     x = to_network(rgb_u8, mean, std)
     idx = enc.run(["indices"], {"image": x})[0]
-    assert idx.dtype == np.int64 and idx.shape == (1, h // 16, w // 16), (idx.dtype, idx.shape)
+    assert idx.dtype == np.int64 and idx.shape == (1, h // px, w // px), (idx.dtype, idx.shape)
     y = dec.run(["image"], {"indices": idx})[0]
     assert y.dtype == np.float32 and y.shape == (1, 3, h, w), (y.dtype, y.shape)
     Image.fromarray(rgb_u8).save(os.path.join(gdir, "input.png"), optimize=False)
@@ -127,7 +129,7 @@ def write_golden(bundle_dir: str, rgb_u8: np.ndarray, mean=MEAN, std=STD, extra:
     y.astype("<f4").tofile(os.path.join(gdir, "decoded.f32le"))
     Image.fromarray(from_network(y, mean, std)).save(os.path.join(gdir, "decoded.png"))
     info = {
-        "input": "input.png", "height": h, "width": w,
+        "input": "input.png", "height": h, "width": w, "graphs": list(files), "pixels_per_token": px,
         "mean": list(mean), "std": list(std),
         "indices": "indices.i64le", "indices_shape": list(idx.shape), "indices_dtype": "int64 little-endian",
         "decoded": "decoded.f32le", "decoded_shape": list(y.shape), "decoded_dtype": "float32 little-endian",
@@ -141,7 +143,9 @@ def write_golden(bundle_dir: str, rgb_u8: np.ndarray, mean=MEAN, std=STD, extra:
         json.dump(info, f, indent=2)
         f.write("\n")
     with open(os.path.join(gdir, "README.md"), "w") as f:
-        f.write(GOLDEN_README.format(w=w, h=h, th=h // 16, tw=w // 16))
+        f.write(GOLDEN_README.replace("multiples of 16", f"multiples of {px}").replace(
+            "from the bundle in the parent directory", f"from {files[0]} / {files[1]} of the bundle in the parent "
+            "directory").format(w=w, h=h, th=h // px, tw=w // px))
     return info
 
 

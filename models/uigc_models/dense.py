@@ -89,6 +89,16 @@ def verify(tok, enc_path: str, dec_path: str, threads: int = 1) -> dict:
     return {"checks": checks, "all_ok": all(c["shapes_ok"] and c["indices_equal_frac"] == 1.0 for c in checks)}
 
 
+def write_dense_golden(bundle_dir: str, rgb_u8: np.ndarray | None = None) -> dict:
+    """golden_dense/: the dense graphs on the golden input (export.golden_input, the kodim23 crop of
+    docs/sample, unless given), for the Rust tests."""
+    from .bundle import write_golden
+    from .export import GOLDEN_SOURCE, golden_input
+    extra = {"source": GOLDEN_SOURCE} if rgb_u8 is None else None
+    return write_golden(bundle_dir, golden_input() if rgb_u8 is None else rgb_u8, extra=extra,
+                        files=(ENCODER_FILE, DECODER_FILE), factor=8, subdir="golden_dense")
+
+
 def install(bundle_dir: str, ckpt: str, version: str | None = None, threads: int = 1, log=print) -> dict:
     from .export import OnnxDecoder, OnnxEncoder, export_decoder_graph, export_encoder_graph
     tok, ck = load_f8(ckpt)
@@ -102,6 +112,7 @@ def install(bundle_dir: str, ckpt: str, version: str | None = None, threads: int
         raise ValueError(f"onnxruntime disagrees with torch: {rep['checks']}")
     set_optional_file(bundle_dir, "tokenizer_encoder_dense", ENCODER_FILE, version)
     set_optional_file(bundle_dir, "tokenizer_decoder_dense", DECODER_FILE)
+    rep["golden"] = write_dense_golden(bundle_dir)
     with open(os.path.join(bundle_dir, "dense_report.json"), "w") as f:
         json.dump(rep, f, indent=1)
         f.write("\n")
