@@ -256,10 +256,11 @@ def side_by_side(ref: np.ndarray, pictures: list[tuple[str, np.ndarray]], path: 
 
 def report(records: list, out: str) -> None:
     """summary.json (means per codec/setting), a printed table and ladder.png from records."""
-    summary = {}
+    summary, names = {}, {}
     for r in records:
         key = f"{r['codec']} {r['setting']}"
         summary.setdefault(key, []).append(r)
+        names[key] = (r["codec"], r["setting"])   # codec names may have spaces (relabelled merges)
     table = {k: {m: float(np.mean([r[m] for r in v]))
                  for m in ("bpp", "bytes", "psnr", "ms_ssim", "lpips_alex", "lpips_alex_shifted", "chroma_err",
                            "periodic_max") if all(m in r for r in v)}
@@ -282,8 +283,8 @@ def report(records: list, out: str) -> None:
         fig, ax = plt.subplots(1, 2, figsize=(12, 4.6))
         curves = {}  # one line per codec (uigc: per regeneration mode), its points sorted by bpp
         for k, v in table.items():
-            codec, setting = k.split(" ", 1)
-            name = f"{codec} ({setting.split('/')[-1]})" if codec == "uigc" else codec
+            codec, setting = names[k]
+            name = f"{codec} ({setting.split('/')[-1]})" if codec.startswith("uigc") else codec
             curves.setdefault(name, set()).add((v["bpp"], v["lpips_alex"], v["psnr"]))
         for name, pts in sorted(curves.items()):
             pts = sorted(pts)
