@@ -92,21 +92,11 @@ fn tokenizer_golden_vectors() {
         .unwrap();
         let img = read_png(&golden.join(&meta.input));
         let grid = model.tokenize(&img).unwrap();
-        let want: Vec<u16> = std::fs::read(golden.join(&meta.indices))
-            .unwrap()
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u16)
-            .collect();
+        let want = read_golden_indices(&golden.join(&meta.indices));
         assert_eq!(grid.tokens, want, "{}: indices", dir.display());
         let want_png = read_png(&golden.join(&meta.decoded_png));
         let got = model.detokenize(&grid, img.width, img.height).unwrap();
-        let max_diff = got
-            .data
-            .iter()
-            .zip(&want_png.data)
-            .map(|(&a, &b)| (a as i32 - b as i32).abs())
-            .max()
-            .unwrap();
+        let max_diff = max_abs_diff(&got, &want_png);
         assert!(
             max_diff <= 1,
             "{}: decoded image differs by {max_diff}",

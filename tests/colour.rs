@@ -19,17 +19,6 @@ fn grid_for(img: &RgbImage) -> TokenGrid {
     TokenGrid::new(rows, cols, tokens)
 }
 
-fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
-    let mse = a
-        .data
-        .iter()
-        .zip(&b.data)
-        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
-        .sum::<f64>()
-        / a.data.len() as f64;
-    10.0 * (255.0f64 * 255.0 / mse).log10()
-}
-
 #[test]
 fn colour_packets_round_trip_tokens_and_thumbnail() {
     let mut c = codec();

@@ -178,40 +178,19 @@ fn dense_golden_vectors() {
             (grid.rows, grid.cols),
             (img.height as usize / 8, img.width as usize / 8)
         );
-        let want: Vec<u16> = std::fs::read(golden.join("indices.i64le"))
-            .unwrap()
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u16)
-            .collect();
+        let want = read_golden_indices(&golden.join("indices.i64le"));
         assert_eq!(grid.tokens, want, "{}: dense indices", dir.display());
         let want_png = read_png(&golden.join("decoded.png"));
         let got = model
             .detokenize_dense(&grid, img.width, img.height)
             .unwrap();
-        let max_diff = got
-            .data
-            .iter()
-            .zip(&want_png.data)
-            .map(|(&a, &b)| (a as i32 - b as i32).abs())
-            .max()
-            .unwrap();
+        let max_diff = max_abs_diff(&got, &want_png);
         assert!(
             max_diff <= 1,
             "{}: dense picture differs by {max_diff}",
             dir.display()
         );
     }
-}
-
-fn psnr(a: &gstuigc::codec::RgbImage, b: &gstuigc::codec::RgbImage) -> f64 {
-    let mse = a
-        .data
-        .iter()
-        .zip(&b.data)
-        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
-        .sum::<f64>()
-        / a.data.len() as f64;
-    10.0 * (255.0f64 * 255.0 / mse.max(1e-9)).log10()
 }
 
 /// The shipped bundle's dense graphs on the sample photo (kodim23): a dense packet carries the

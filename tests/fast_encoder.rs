@@ -212,18 +212,6 @@ fn load_decoder(dir: &std::path::Path, decoder: DecoderChoice) -> codec::Result<
     )
 }
 
-/// PSNR (dB) between two pictures of the same size.
-fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
-    assert_eq!((a.width, a.height), (b.width, b.height));
-    let se: f64 = a
-        .data
-        .iter()
-        .zip(&b.data)
-        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
-        .sum();
-    10.0 * (255.0f64.powi(2) * a.data.len() as f64 / se.max(1e-9)).log10()
-}
-
 /// The shipped fast decoder renders the packet's tokens close to the full decoder (but is a
 /// different graph, not a copy), full decodes and tiles alike; `auto` takes it on the CPU.
 #[test]
@@ -245,7 +233,7 @@ fn fast_decoder_renders_the_same_tokens_close_to_the_full_one() {
     let b = decode_all(&mut full, &packets);
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         assert_eq!(x.status, codec::FrameStatus::Exact, "frame {i}");
-        let p = psnr(&x.image, &y.image);
+        let p = common::psnr(&x.image, &y.image);
         assert!(
             (38.0..70.0).contains(&p),
             "frame {i}: fast vs full {p:.1} dB (a copy of the full graph, or a broken one?)"

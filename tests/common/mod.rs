@@ -257,3 +257,34 @@ pub fn bundle_copy_without(src: &Path, tag: &str, section: &str) -> (PathBuf, St
     std::fs::write(dir.join("manifest.toml"), without).unwrap();
     (dir, manifest)
 }
+
+/// PSNR (dB) between two pictures of the same size (8-bit levels).
+pub fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
+    assert_eq!((a.width, a.height), (b.width, b.height));
+    let se: f64 = a
+        .data
+        .iter()
+        .zip(&b.data)
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum();
+    10.0 * (255.0f64.powi(2) * a.data.len() as f64 / se.max(1e-9)).log10()
+}
+
+/// The largest difference of two pictures' 8-bit levels.
+pub fn max_abs_diff(a: &RgbImage, b: &RgbImage) -> i32 {
+    a.data
+        .iter()
+        .zip(&b.data)
+        .map(|(&x, &y)| (x as i32 - y as i32).abs())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Token indices of a golden vector file (raw little-endian int64, `indices.i64le`).
+pub fn read_golden_indices(path: &Path) -> Vec<u16> {
+    std::fs::read(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u16)
+        .collect()
+}
