@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .bundle import read_manifest, set_optional_file
-from .common import REPO_ROOT, set_threads
+from .common import DATA_ROOT, REPO_ROOT, set_threads
 
 ENCODER_FILE = "tokenizer_encoder_dense.onnx"
 DECODER_FILE = "tokenizer_decoder_dense.onnx"
@@ -62,31 +62,20 @@ def check_codebook(tok, bundle_dir: str) -> float:
 
 
 def verify(tok, enc_path: str, dec_path: str, threads: int = 1) -> dict:
-    """onnxruntime against torch on random inputs and Kodak-free training photos (sides multiples of 8)."""
+    """onnxruntime against torch (export.verify at f=8: random inputs and two training photos, never
+    Kodak); `all_ok` when every index and shape agrees."""
+    import logging
+
     import onnxruntime as ort
-    from .data import list_train_images, load_rgb
-    from .export import to_net
+    from .export import verify as export_verify
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     enc = ort.InferenceSession(enc_path, so, providers=["CPUExecutionProvider"])
     dec = ort.InferenceSession(dec_path, so, providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    inputs = [np.clip(rng.normal(0, 0.6, (1, 3, 40, 56)), -1, 1).astype(np.float32)]
-    for f in list_train_images()[:2]:
-        a = load_rgb(f)
-        inputs.append(to_net(a[:a.shape[0] // 8 * 8, :a.shape[1] // 8 * 8]))
-    checks = []
-    for x in inputs:
-        a = enc.run(["indices"], {"image": x})[0]
-        with torch.no_grad():
-            b = tok.encode_indices(torch.from_numpy(x)).numpy()
-            yt = tok.decode_indices(torch.from_numpy(a)).numpy()
-        y = dec.run(["image"], {"indices": a})[0]
-        h, w = x.shape[2:]
-        checks.append({"shape": [int(h), int(w)], "indices_equal_frac": float((a == b).mean()),
-                       "decoder_max_abs_diff": float(np.abs(y - yt).max()),
-                       "shapes_ok": a.shape == (1, h // 8, w // 8) and y.shape == (1, 3, h, w)})
-    return {"checks": checks, "all_ok": all(c["shapes_ok"] and c["indices_equal_frac"] == 1.0 for c in checks)}
+    rep = export_verify(tok, enc, dec, DATA_ROOT, logging.getLogger(__name__), n_images=2,
+                        sizes=((40, 56),), factor=8)
+    rep["all_ok"] = rep["all_indices_identical"] and rep["all_shapes_ok"]
+    return rep
 
 
 def write_dense_golden(bundle_dir: str, rgb_u8: np.ndarray | None = None) -> dict:

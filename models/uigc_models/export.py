@@ -76,10 +76,11 @@ def load_tokenizer(ckpt_path: str) -> tuple[Tokenizer, dict]:
     return tok, ck
 
 
-def pad16(a: np.ndarray) -> np.ndarray:
-    """Edge-replicate an HxWx3 image to multiples of 16 (what the Rust core does)."""
+def pad16(a: np.ndarray, multiple: int = 16) -> np.ndarray:
+    """Edge-replicate an HxWx3 image to multiples of 16 (what the Rust core does; `multiple` 8 for the
+    dense graphs)."""
     h, w = a.shape[:2]
-    ph, pw = (-h) % 16, (-w) % 16
+    ph, pw = (-h) % multiple, (-w) % multiple
     if ph or pw:
         a = np.pad(a, ((0, ph), (0, pw), (0, 0)), mode="edge")
     return a
@@ -157,8 +158,9 @@ def count_train_tokens(enc_sess, k: int, data_root: str, log, limit: int = 0) ->
 
 
 def verify(tok, enc_sess, dec_sess, data_root: str, log, n_images: int = 3,
-           sizes=((32, 48), (512, 768))) -> dict:
-    """onnxruntime against torch: `tok` is any model with encode_indices(x) / decode_indices(idx)."""
+           sizes=((32, 48), (512, 768)), factor: int = 16) -> dict:
+    """onnxruntime against torch: `tok` is any model with encode_indices(x) / decode_indices(idx) at
+    `factor` pixels per token."""
     rng = np.random.default_rng(0)
     rep = {"checks": []}
     inputs = []
@@ -167,7 +169,7 @@ def verify(tok, enc_sess, dec_sess, data_root: str, log, n_images: int = 3,
         inputs.append((f"random {hw[0]}x{hw[1]}", np.clip(rng.normal(0, 0.6, (1, 3) + hw), -1, 1).astype(np.float32)))
     files = list_train_images(data_root) if n_images else []
     for i in (rng.choice(len(files), n_images, replace=False) if n_images else []):
-        inputs.append((os.path.relpath(files[i], data_root), to_net(pad16(load_rgb(files[i])))))
+        inputs.append((os.path.relpath(files[i], data_root), to_net(pad16(load_rgb(files[i]), factor))))
     for name, x in inputs:
         a = enc_sess.run(["indices"], {"image": x})[0]
         with torch.no_grad():
@@ -175,7 +177,7 @@ def verify(tok, enc_sess, dec_sess, data_root: str, log, n_images: int = 3,
             yt = tok.decode_indices(torch.from_numpy(a)).numpy()
         y = dec_sess.run(["image"], {"indices": a})[0]
         h, w = x.shape[2:]
-        ok_shape = a.shape == (1, h // 16, w // 16) and a.dtype == np.int64 and y.shape == (1, 3, h, w) \
+        ok_shape = a.shape == (1, h // factor, w // factor) and a.dtype == np.int64 and y.shape == (1, 3, h, w) \
             and y.dtype == np.float32
         same = float((a == b).mean())
         dmax = float(np.abs(y - yt).max())

@@ -240,10 +240,6 @@ impl TokenCodec {
         self.dense_model_id = id;
     }
 
-    pub fn dense_model_id(&self) -> Option<ModelId> {
-        self.dense_model_id
-    }
-
     /// Whether a packet with this header is this codec's: the model id, or a dense packet with
     /// the dense graphs' id.
     pub fn accepts(&self, header: &Header) -> bool {
