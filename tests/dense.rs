@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use gstuigc::codec::{Bundle, Density, FrameParams};
+use gstuigc::codec::{Bundle, Density, FrameParams, Model, RuntimeOptions};
 
 fn tiny_model_dense_dir() -> std::path::PathBuf {
     repo().join("tests/data/tiny-model-dense")
@@ -218,4 +218,148 @@ fn shipped_dense_graphs_on_the_sample_photo() {
     let a = psnr(&img, &model.decode(&normal.packet.bytes).unwrap().image);
     let b = psnr(&img, &model.decode(&dense.packet.bytes).unwrap().image);
     assert!(b > a + 0.5, "dense {b:.2} dB vs normal {a:.2} dB");
+}
+
+/// A copy of tiny-model-dense whose manifest gets `extra` appended (and `prior_dense.bin`, a
+/// unigram prior with these weights, when given).
+fn tiny_dense_copy_with(tag: &str, weights: Option<&[u32]>, extra: &str) -> std::path::PathBuf {
+    let src = tiny_model_dense_dir();
+    let dir = std::env::temp_dir().join(format!("uigc-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    if let Some(w) = weights {
+        let mut bytes = b"UGP1".to_vec();
+        bytes.extend((w.len() as u32).to_le_bytes());
+        w.iter().for_each(|x| bytes.extend(x.to_le_bytes()));
+        std::fs::write(dir.join("prior_dense.bin"), bytes).unwrap();
+    }
+    let sha = if weights.is_some() {
+        gstuigc::codec::bundle::sha256_file(&dir.join("prior_dense.bin")).unwrap()
+    } else {
+        String::new()
+    };
+    let manifest = std::fs::read_to_string(dir.join("manifest.toml")).unwrap();
+    std::fs::write(
+        dir.join("manifest.toml"),
+        format!("{manifest}\n{}", extra.replace("{sha}", &sha)),
+    )
+    .unwrap();
+    dir
+}
+
+const PRIOR_DENSE: &str =
+    "[prior_dense]\nkind = \"unigram\"\npath = \"prior_dense.bin\"\nsha256 = \"{sha}\"\n";
+
+#[test]
+fn a_dense_prior_codes_the_dense_graphs_packets() {
+    let img = synthetic(96, 64, 7);
+    let mut plain = load(&tiny_model_dense_dir());
+    // A unigram prior fitted to this frame's dense tokens: it must code them in fewer bytes.
+    let grid = plain.tokenize_dense(&img).unwrap();
+    let mut weights = vec![1u32; 16];
+    grid.tokens.iter().for_each(|&t| weights[t as usize] += 50);
+    let dir = tiny_dense_copy_with("dense-prior", Some(&weights), PRIOR_DENSE);
+    let bundle = Bundle::load(&dir).unwrap();
+    let plain_bundle = Bundle::load(tiny_model_dense_dir()).unwrap();
+    // The dense prior is part of the dense id only.
+    assert_eq!(bundle.model_id, plain_bundle.model_id);
+    assert_ne!(bundle.dense_model_id, plain_bundle.dense_model_id);
+    let mut with = load(&dir);
+
+    let params = FrameParams::default();
+    let a = with.encode_auto(&img, params, Density::Dense).unwrap();
+    let b = plain.encode_auto(&img, params, Density::Dense).unwrap();
+    assert_eq!(a.tokens, b.tokens);
+    assert_eq!(Some(a.packet.header.model_id), bundle.dense_model_id);
+    assert!(
+        a.packet.bytes.len() < b.packet.bytes.len(),
+        "dense prior {} bytes, model prior {} bytes",
+        a.packet.bytes.len(),
+        b.packet.bytes.len()
+    );
+    let dec = with.decode(&a.packet.bytes).unwrap();
+    assert_eq!(dec.tokens.grid, grid);
+    // Regeneration of unsent tokens uses it too: half the stages, decoded the same on a fresh
+    // receiver.
+    let half = FrameParams {
+        stages: Some(5),
+        ..params
+    };
+    let h = with.encode_auto(&img, half, Density::Dense).unwrap();
+    assert_eq!(
+        load(&dir).decode(&h.packet.bytes).unwrap().tokens.grid,
+        with.decode(&h.packet.bytes).unwrap().tokens.grid
+    );
+    // A receiver without this dense prior refuses the packet (another dense id), and the
+    // normal prior still codes normal packets: the same bytes from either bundle.
+    let err = plain.decode(&a.packet.bytes).unwrap_err().to_string();
+    assert!(err.contains("model"), "{err}");
+    assert_eq!(
+        with.encode(&img, params).unwrap().packet.bytes,
+        plain.encode(&img, params).unwrap().packet.bytes
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_bad_dense_prior_is_refused() {
+    // Without the dense graphs.
+    let (no_graphs, _) = bundle_copy_without(
+        &tiny_model_dense_dir(),
+        "dense-prior-no-graphs-a",
+        "tokenizer_encoder_dense",
+    );
+    let (no_graphs, _) = bundle_copy_without(
+        &no_graphs,
+        "dense-prior-no-graphs-b",
+        "tokenizer_decoder_dense",
+    );
+    let manifest = std::fs::read_to_string(no_graphs.join("manifest.toml")).unwrap();
+    std::fs::copy(
+        no_graphs.join("prior.bin"),
+        no_graphs.join("prior_dense.bin"),
+    )
+    .unwrap();
+    let sha = gstuigc::codec::bundle::sha256_file(&no_graphs.join("prior_dense.bin")).unwrap();
+    std::fs::write(
+        no_graphs.join("manifest.toml"),
+        format!("{manifest}\n{}", PRIOR_DENSE.replace("{sha}", &sha)),
+    )
+    .unwrap();
+    let err = Bundle::load(&no_graphs).unwrap_err().to_string();
+    assert!(
+        err.contains("prior_dense") && err.contains("tokenizer_encoder_dense"),
+        "{err}"
+    );
+    // An unknown kind, a wrong hash, another codebook size.
+    let weights = [1u32; 16];
+    let kind = tiny_dense_copy_with(
+        "dense-prior-kind",
+        Some(&weights),
+        &PRIOR_DENSE.replace("unigram", "nonsense"),
+    );
+    let err = Bundle::load(&kind).unwrap_err().to_string();
+    assert!(err.contains("prior_dense.kind"), "{err}");
+    let hash = tiny_dense_copy_with(
+        "dense-prior-hash",
+        Some(&weights),
+        &PRIOR_DENSE.replace("{sha}", &"0".repeat(64)),
+    );
+    let err = Bundle::load(&hash).unwrap_err().to_string();
+    assert!(err.contains("prior_dense"), "{err}");
+    let k = tiny_dense_copy_with("dense-prior-k", Some(&[1u32; 8]), PRIOR_DENSE);
+    Bundle::load(&k).expect("the manifest itself is well-formed");
+    let err = Model::load(&k, &RuntimeOptions::default())
+        .err()
+        .expect("a dense prior of K=8 under a codebook of 16")
+        .to_string();
+    assert!(err.contains("K=8"), "{err}");
+    for d in [no_graphs, kind, hash, k] {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }

@@ -72,6 +72,8 @@ struct RawManifest {
     tokenizer_encoder_dense: Option<RawFile>,
     tokenizer_decoder_dense: Option<RawFile>,
     prior: RawPrior,
+    /// Optional, only with the dense graphs: the prior of their dense packets.
+    prior_dense: Option<RawPrior>,
 }
 
 /// A file of the bundle, checked against its hash.
@@ -119,6 +121,10 @@ pub struct Bundle {
     pub dense_model_id: Option<ModelId>,
     pub prior_kind: String,
     pub prior: BundleFile,
+    /// The prior of the dense graphs' packets (docs/bundle.md "Dense prior"): kind and file,
+    /// when the bundle has one; without it dense packets are coded with [`Self::prior`]. Part
+    /// of [`Self::dense_model_id`], not of the model id.
+    pub prior_dense: Option<(String, BundleFile)>,
     pub model_id: ModelId,
 }
 
@@ -228,16 +234,19 @@ impl Bundle {
             )
         })?;
 
-        if !super::prior::KNOWN_KINDS.contains(&raw.prior.kind.as_str()) {
-            return Err(bad(
-                "prior.kind",
+        let check_prior_kind = |table: &str, kind: &str| {
+            if super::prior::KNOWN_KINDS.contains(&kind) {
+                return Ok(());
+            }
+            Err(bad(
+                &format!("{table}.kind"),
                 format!(
-                    "'{}' is not supported by this build (known: {})",
-                    raw.prior.kind,
+                    "'{kind}' is not supported by this build (known: {})",
                     super::prior::KNOWN_KINDS.join(", ")
                 ),
-            ));
-        }
+            ))
+        };
+        check_prior_kind("prior", &raw.prior.kind)?;
 
         let check_file = |field: &str, path: &str, sha: &str| -> Result<BundleFile> {
             let rel = Path::new(path);
@@ -312,6 +321,25 @@ impl Bundle {
             }
         };
 
+        let prior_dense = match &raw.prior_dense {
+            None => None,
+            Some(_) if dense.is_none() => {
+                return Err(bad(
+                    "prior_dense",
+                    "a dense prior codes the dense graphs' tokens: [prior_dense] needs \
+                     [tokenizer_encoder_dense] and [tokenizer_decoder_dense]"
+                        .into(),
+                ))
+            }
+            Some(p) => {
+                check_prior_kind("prior_dense", &p.kind)?;
+                Some((
+                    p.kind.clone(),
+                    check_file("prior_dense", &p.path, &p.sha256)?,
+                ))
+            }
+        };
+
         let id_text = format!(
             "uigc-model\n{}\n{}\n{}:{}\n{:?}\n{:?}\n{}\n{}\n{}:{}\n",
             raw.codebook_size,
@@ -333,9 +361,17 @@ impl Bundle {
         // The dense graphs change what a dense packet's tokens mean, nothing else: normal packets
         // keep the model id (a receiver with or without dense graphs decodes them), dense packets
         // of the dense graphs carry an id of their own.
-        let dense_model_id = dense
-            .as_ref()
-            .map(|(e, d)| id_of(&format!("{id_text}dense:{}:{}\n", e.sha256, d.sha256)));
+        // A dense prior changes how they are coded: it is part of their id (a bundle without one
+        // keeps the id of uigc-small 0.4.0's dense packets).
+        let dense_model_id = dense.as_ref().map(|(e, d)| {
+            let prior = prior_dense.as_ref().map_or(String::new(), |(kind, f)| {
+                format!("prior_dense:{kind}:{}\n", f.sha256)
+            });
+            id_of(&format!(
+                "{id_text}dense:{}:{}\n{prior}",
+                e.sha256, d.sha256
+            ))
+        });
 
         Ok(Self {
             dir,
@@ -356,6 +392,7 @@ impl Bundle {
             dense_model_id,
             prior_kind: raw.prior.kind,
             prior,
+            prior_dense,
             model_id,
         })
     }

@@ -103,6 +103,15 @@ pub fn token_codec_with_threads(bundle: &Bundle, threads: usize) -> Result<Token
     )?;
     let mut codec = TokenCodec::new(bundle.model_id, bundle.schedule, prior);
     codec.set_dense_model_id(bundle.dense_model_id);
+    if let Some((kind, file)) = &bundle.prior_dense {
+        codec.set_dense_prior(Some(prior::load_prior(
+            kind,
+            &file.path,
+            bundle.codebook_size,
+            bundle.schedule.num_stages(),
+            threads,
+        )?))?;
+    }
     Ok(codec)
 }
 

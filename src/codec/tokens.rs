@@ -5,7 +5,7 @@
 
 use super::bitstream::{
     check_value, coded_size, parse_packet, write_header_prefix, write_packet, Header, ModelId,
-    FLAG_ADAPTIVE, FLAG_COLOUR, FLAG_DENSE, VERSION,
+    Packet, FLAG_ADAPTIVE, FLAG_COLOUR, FLAG_DENSE, VERSION,
 };
 use super::colour::ColourThumb;
 use super::entropy::{kt_table, TokenDecoder, TokenEncoder, TOTAL};
@@ -75,6 +75,9 @@ pub struct TokenCodec {
     dense_model_id: Option<ModelId>,
     schedule: Schedule,
     pub(super) prior: Box<dyn Prior>,
+    /// The prior of the dense graphs' packets, when the bundle has one (else `prior` codes
+    /// them too). Swapped into `prior` while such a packet is coded ([`Self::with_prior`]).
+    dense_prior: Option<Box<dyn Prior>>,
     pub(super) regen: RegenMode,
     max_pixels: u64,
     work_limit: u64,
@@ -148,6 +151,7 @@ impl TokenCodec {
             dense_model_id: None,
             schedule,
             prior,
+            dense_prior: None,
             regen: RegenMode::default(),
             max_pixels: DEFAULT_MAX_PIXELS,
             work_limit: DEFAULT_WORK_LIMIT,
@@ -240,6 +244,46 @@ impl TokenCodec {
         self.dense_model_id = id;
     }
 
+    /// The prior that codes the dense graphs' packets (a bundle's `[prior_dense]`); it needs the
+    /// dense model id ([`Self::set_dense_model_id`]), else it is never used. Its codebook must
+    /// be the model's.
+    pub fn set_dense_prior(&mut self, prior: Option<Box<dyn Prior>>) -> Result<()> {
+        if let Some(p) = &prior {
+            if p.codebook_size() != self.prior.codebook_size() {
+                return Err(Error::InvalidArgument(format!(
+                    "the dense prior has a codebook of {}, the model {}",
+                    p.codebook_size(),
+                    self.prior.codebook_size()
+                )));
+            }
+        }
+        self.dense_prior = prior;
+        Ok(())
+    }
+
+    /// Whether dense packets of the dense graphs are coded with a prior of their own.
+    pub fn has_dense_prior(&self) -> bool {
+        self.dense_prior.is_some() && self.dense_model_id.is_some()
+    }
+
+    /// Runs `f` with the prior of a packet that is (`dense_graphs`) or is not made by the dense
+    /// graphs in `self.prior`.
+    fn with_prior<R>(&mut self, dense_graphs: bool, f: impl FnOnce(&mut Self) -> R) -> R {
+        let swap = dense_graphs && self.has_dense_prior();
+        if swap {
+            if let Some(d) = self.dense_prior.as_mut() {
+                std::mem::swap(&mut self.prior, d);
+            }
+        }
+        let out = f(self);
+        if swap {
+            if let Some(d) = self.dense_prior.as_mut() {
+                std::mem::swap(&mut self.prior, d);
+            }
+        }
+        out
+    }
+
     /// Whether a packet with this header is this codec's: the model id, or a dense packet with
     /// the dense graphs' id.
     pub fn accepts(&self, header: &Header) -> bool {
@@ -326,6 +370,20 @@ impl TokenCodec {
     /// [`TokenCodec::encode`] with an optional colour thumbnail of the frame, coded after the
     /// tokens (its bytes count against `max_bytes`; `params.colour` is not consulted).
     pub fn encode_with_colour(
+        &mut self,
+        grid: &TokenGrid,
+        width: u32,
+        height: u32,
+        params: FrameParams,
+        colour: Option<&ColourThumb>,
+    ) -> Result<EncodedPacket> {
+        let dense_graphs = params.dense && self.dense_model_id.is_some();
+        self.with_prior(dense_graphs, |codec| {
+            codec.encode_frame(grid, width, height, params, colour)
+        })
+    }
+
+    fn encode_frame(
         &mut self,
         grid: &TokenGrid,
         width: u32,
@@ -536,6 +594,11 @@ impl TokenCodec {
     /// the codec's [`RegenMode`].
     pub fn decode(&mut self, data: &[u8]) -> Result<DecodedTokens> {
         let packet = parse_packet(data)?;
+        let dense_graphs = self.uses_dense_graphs(&packet.header);
+        self.with_prior(dense_graphs, |codec| codec.decode_packet(data, packet))
+    }
+
+    fn decode_packet(&mut self, data: &[u8], packet: Packet<'_>) -> Result<DecodedTokens> {
         let header = packet.header.clone();
         if let Some(inter) = header.inter {
             return Err(PacketError::NoReference {
