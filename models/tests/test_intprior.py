@@ -280,3 +280,28 @@ def test_attach_prior(tmp_path):
     strip = lambda t: t.split("[prior]")[0]
     assert strip(before) == strip(after)
     assert len(before.splitlines()) == len(after.splitlines())
+
+
+def test_attach_dense_prior(tmp_path):
+    import shutil
+    from uigc_models.bundle import sha256_file
+    from uigc_models.prior_train import attach_prior
+    src = os.path.join(REPO_ROOT, "tests", "data", "tiny-model-dense")
+    require_path(src, "test bundle", "run python models/make_test_models.py")
+    b = tmp_path / "bundle"
+    shutil.copytree(src, b)
+    before = (b / "manifest.toml").read_text()
+    attach_prior(str(b), os.path.join(GOLDEN, "prior.bin"), "prior_dense.bin", "prior_dense")
+    after = (b / "manifest.toml").read_text()
+    sha = sha256_file(str(b / "prior_dense.bin"))
+    # appended as [prior_dense]; everything before it unchanged, [prior] still the unigram one
+    assert after.startswith(before) and "[prior_dense]" in after[len(before):]
+    assert f'sha256 = "{sha}"' in after[len(before):]
+    # attaching again rewrites that table in place
+    attach_prior(str(b), os.path.join(GOLDEN, "prior.bin"), "prior_dense.bin", "prior_dense")
+    assert (b / "manifest.toml").read_text() == after
+    # a bundle without dense graphs is refused
+    plain = tmp_path / "plain"
+    shutil.copytree(os.path.join(REPO_ROOT, "tests", "data", "tiny-model"), plain)
+    with pytest.raises(AssertionError, match="dense graphs"):
+        attach_prior(str(plain), os.path.join(GOLDEN, "prior.bin"), "prior_dense.bin", "prior_dense")

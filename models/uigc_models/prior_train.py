@@ -306,15 +306,19 @@ def cmd_eval(args):
 
 
 def cmd_attach(args):
-    attach_prior(args.bundle, args.prior, args.name)
+    table = "prior_dense" if args.dense else "prior"
+    attach_prior(args.bundle, args.prior, args.name or f"{table}.bin", table)
     return 0
 
 
-def attach_prior(bundle_dir, prior_path, name="prior.bin"):
-    """Copies prior.bin into the bundle; sets [prior] kind/path/sha256 in manifest.toml, nothing else."""
+def attach_prior(bundle_dir, prior_path, name="prior.bin", table="prior"):
+    """Copies the prior into the bundle; sets the [prior] (or, `table="prior_dense"`, the
+    [prior_dense]: the dense graphs' prior, appended when absent) kind/path/sha256 in
+    manifest.toml, nothing else."""
     import re
     import shutil
     from .bundle import sha256_file
+    assert table in ("prior", "prior_dense"), table
     p = ref.load_prior(prior_path)  # validates
     man_path = os.path.join(bundle_dir, "manifest.toml")
     text = open(man_path).read()
@@ -322,16 +326,20 @@ def attach_prior(bundle_dir, prior_path, name="prior.bin"):
     assert m and int(m.group(1)) == p.K, f"bundle K {m and m.group(1)} != prior K {p.K}"
     m = re.search(r"^levels\s*=\s*(\d+)", text, re.M)
     assert m and 1 + 3 * int(m.group(1)) == p.stages, "bundle schedule levels != prior stages"
+    if table == "prior_dense":
+        assert re.search(r"(?m)^\[tokenizer_encoder_dense\]", text), \
+            "a dense prior needs the dense graphs: install them first (python -m uigc_models.dense install)"
     dst = os.path.join(bundle_dir, name)
     if os.path.abspath(dst) != os.path.abspath(prior_path):
         shutil.copyfile(prior_path, dst)
     sha = sha256_file(dst)
-    # rewrite only the [prior] table
+    fields = f'kind = "int-transformer-v1"\npath = "{name}"\nsha256 = "{sha}"\n'
+    # rewrite only that table
     parts = re.split(r"(?m)^(?=\[)", text)
     out = []
     found = False
     for part in parts:
-        if part.startswith("[prior]"):
+        if part.startswith(f"[{table}]"):
             found = True
             lines = part.split("\n")
             new = []
@@ -345,13 +353,17 @@ def attach_prior(bundle_dir, prior_path, name="prior.bin"):
                 new.append(ln)
             part = "\n".join(new)
         out.append(part)
+    if not found and table == "prior_dense":
+        out.append(("" if out[-1].endswith("\n\n") else "\n" if out[-1].endswith("\n") else "\n\n")
+                   + f"[{table}]\n" + fields)
+        found = True
     assert found, "manifest has no [prior] table"
     new_text = "".join(out)
     tmp = man_path + ".tmp"
     with open(tmp, "w") as f:
         f.write(new_text)
     os.replace(tmp, man_path)
-    print(f"attached {dst} (sha256 {sha}) to {bundle_dir}")
+    print(f"attached {dst} (sha256 {sha}) to {bundle_dir} as [{table}]")
 
 
 def main(argv=None) -> int:
@@ -408,7 +420,9 @@ def main(argv=None) -> int:
     a = sub.add_parser("attach")
     a.add_argument("--bundle", required=True)
     a.add_argument("--prior", required=True)
-    a.add_argument("--name", default="prior.bin")
+    a.add_argument("--name", default="", help="file name in the bundle (default prior.bin, with --dense prior_dense.bin)")
+    a.add_argument("--dense", action="store_true",
+                   help="attach as [prior_dense]: the prior of the dense graphs' packets (docs/bundle.md \"Dense prior\")")
     args = ap.parse_args(argv)
     return {"train": cmd_train, "export": cmd_export, "eval": cmd_eval, "attach": cmd_attach}[args.cmd](args)
 
