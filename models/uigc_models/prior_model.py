@@ -324,6 +324,62 @@ def export_int(model: PriorNet, T_att=32.0, T_out=64.0, att_bits=24, out_bits=28
     return ref.IntPrior(header, tensors).validate()
 
 
+@torch.no_grad()
+def import_int(prior: ref.IntPrior, act_max: float = 4.0) -> PriorNet:
+    """IntPrior -> float PriorNet computing the same function up to rounding (the inverse of
+    ``export_int``): a trained prior whose float checkpoint is gone can be fine-tuned again
+    (e.g. on another tokenizer's grids). The float units are free (``export_int`` recalibrates
+    them): the residual stream is scaled so that the largest embedding is 1, every other
+    activation so that the integer range +-127 is +-``act_max``. The per-head attention
+    temperature (``att_a``) is folded into the query weights, the output temperature into
+    ``wout``."""
+    h = prior.header
+    model = PriorNet(K=h["K"], d=h["d"], heads=h["heads"], layers=h["layers"], ffn=h["ffn"],
+                     radius=h["radius"], levels=ref.levels_of(h["stages"]))
+    t = lambda a: torch.as_tensor(np.asarray(a, np.float64), dtype=torch.float32)
+    S_x = float(max(np.abs(prior[n]).max() for n in ("tok", "kstage", "qstage")))
+    S_a = 127.0 / act_max
+    model.tok.copy_(t(prior["tok"] / S_x))
+    model.kstage.copy_(t(prior["kstage"] / S_x))
+    model.qstage.copy_(t(prior["qstage"] / S_x))
+    dh = model.dh
+    for l, m in enumerate(model.layers):
+        p = f"l{l}."
+        sh = prior[p + "shifts"]
+        m.g1.copy_(t(prior[p + "g1"] / S_a))
+        m.g2.copy_(t(prior[p + "g2"] / S_a))
+        # per-head logit factor of the integer attention: (q.k + bias) a_h / 2^ash / T_att, with
+        # T_att the exp table's temperature (its entries are 2^b exp(-t / T_att))
+        att = prior["att_exp"].astype(np.float64)
+        T_att = 1.0 / math.log(att[0] / att[1])
+        c = prior[p + "att_a"].astype(np.float64) / 2.0 ** prior.ash / T_att  # [H]
+        # q_f . k_f / sqrt(dh) = c_h q_int . k_int with k_f = k_int / S_a: q_f = c_h sqrt(dh) S_a q_int
+        q_out = np.repeat(1.0 / (c * math.sqrt(dh) * S_a), dh)  # q_int per unit of q_f, per row
+
+        def lin(name, mod, S_in, S_out, i):
+            scale = prior[p + "m" + name].astype(np.float64) / 2.0 ** int(sh[i])
+            S_out = np.broadcast_to(np.asarray(S_out, np.float64), scale.shape)
+            mod.weight.copy_(t(prior[p + "w" + name] * (scale * S_in / S_out)[:, None]))
+            mod.bias.copy_(t(prior[p + "b" + name] * scale / S_out))
+
+        lin("q", m.wq, S_a, q_out, 0)
+        lin("k", m.wk, S_a, S_a, 1)
+        lin("v", m.wv, S_a, S_a, 2)
+        lin("o", m.wo, S_a, S_x, 3)
+        lin("1", m.w1, S_a, S_a, 4)
+        lin("2", m.w2, S_a, S_x, 5)
+        m.bias.copy_(t(prior[p + "bias"] * c[:, None, None]))
+    model.gf.copy_(t(prior["gf"] / S_a))
+    out = prior["out_exp"].astype(np.float64)
+    T_out = 1.0 / math.log(out[0] / out[1])
+    c_out = prior.a_out / 2.0 ** prior.osh / T_out
+    model.wout.weight.copy_(t(prior["wout"] * S_a * c_out))
+    model.wout.bias.copy_(t(prior["bout"] * c_out))
+    model.act_scale.fill_(S_a)
+    model.nf_scale.fill_(S_a)
+    return model
+
+
 def _specs(header, T):
     class _P:
         pass

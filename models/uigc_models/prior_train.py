@@ -8,6 +8,11 @@
     python -m uigc_models.prior_train eval --run prior-k256-a --tokens ... --prior .../prior.bin
     # attach to a bundle (sets [prior] kind/path/sha256 in manifest.toml)
     python -m uigc_models.prior_train attach --bundle ../models/uigc-small --prior .../prior.bin
+    # fine-tune a shipped prior whose float checkpoint is gone (e.g. on the dense graphs' grids),
+    # then attach it as the bundle's dense prior
+    python -m uigc_models.prior_train import --prior ../models/uigc-small/prior.bin --out shipped.pt
+    python -m uigc_models.prior_train train --run prior-dense --tokens ... --init shipped.pt ...
+    python -m uigc_models.prior_train attach --dense --bundle ../models/uigc-small --prior .../prior.bin
 
 Training: random token crops (16 or 24 per side) of the TRAIN grids only; one forward pass trains
 every stage (n known + n query copies, block-causal windowed masks); CE on the query outputs.
@@ -305,6 +310,16 @@ def cmd_eval(args):
     return 0
 
 
+def cmd_import(args):
+    """prior.bin -> a float checkpoint for `train --init` (prior_model.import_int)."""
+    p = ref.load_prior(args.prior)
+    m = pm.import_int(p)
+    opt = torch.optim.AdamW(m.parameters())
+    save(args.out, m, opt, m.cfg, 0, 0.0, False)
+    print(f"imported {args.prior} ({m.cfg}) -> {args.out}")
+    return 0
+
+
 def cmd_attach(args):
     table = "prior_dense" if args.dense else "prior"
     attach_prior(args.bundle, args.prior, args.name or f"{table}.bin", table)
@@ -417,6 +432,9 @@ def main(argv=None) -> int:
     v.add_argument("--reveal", type=float, default=0.0,
                    help="also measure bits of each stage with this fraction of it revealed (iterative)")
     v.add_argument("--seed", type=int, default=0)
+    i = sub.add_parser("import", help="a prior.bin as a float checkpoint (for train --init)")
+    i.add_argument("--prior", required=True)
+    i.add_argument("--out", required=True)
     a = sub.add_parser("attach")
     a.add_argument("--bundle", required=True)
     a.add_argument("--prior", required=True)
@@ -424,7 +442,8 @@ def main(argv=None) -> int:
     a.add_argument("--dense", action="store_true",
                    help="attach as [prior_dense]: the prior of the dense graphs' packets (docs/bundle.md \"Dense prior\")")
     args = ap.parse_args(argv)
-    return {"train": cmd_train, "export": cmd_export, "eval": cmd_eval, "attach": cmd_attach}[args.cmd](args)
+    return {"train": cmd_train, "export": cmd_export, "eval": cmd_eval, "attach": cmd_attach,
+            "import": cmd_import}[args.cmd](args)
 
 
 if __name__ == "__main__":
