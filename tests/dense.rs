@@ -218,6 +218,27 @@ fn shipped_dense_graphs_on_the_sample_photo() {
     let a = psnr(&img, &model.decode(&normal.packet.bytes).unwrap().image);
     let b = psnr(&img, &model.decode(&dense.packet.bytes).unwrap().image);
     assert!(b > a + 0.5, "dense {b:.2} dB vs normal {a:.2} dB");
+    // A dense prior (docs/bundle.md "Dense prior") must earn its place: the same dense tokens in
+    // fewer bits than the model's prior gives them.
+    let codec = model.token_codec();
+    if codec.has_dense_prior() {
+        let (w, h) = (img.width, img.height);
+        let params = FrameParams {
+            dense: true,
+            ..FrameParams::default()
+        };
+        let with = codec.encode(&dense.tokens, w, h, params).unwrap();
+        let mut plain = gstuigc::codec::token_codec(&Bundle::load(&dir).unwrap()).unwrap();
+        plain.set_dense_prior(None).unwrap();
+        let without = plain.encode(&dense.tokens, w, h, params).unwrap();
+        // (payload bits: under the default work limit both packets are padded to 6144 B)
+        assert!(
+            with.payload_bits < without.payload_bits,
+            "dense prior {} bits, model prior {} bits",
+            with.payload_bits,
+            without.payload_bits
+        );
+    }
 }
 
 /// A copy of tiny-model-dense whose manifest gets `extra` appended (and `prior_dense.bin`, a
@@ -362,4 +383,62 @@ fn a_bad_dense_prior_is_refused() {
     for d in [no_graphs, kind, hash, k] {
         let _ = std::fs::remove_dir_all(d);
     }
+}
+
+/// With dense graphs, `Density::Auto` keeps a dense packet of 8 or more stages under a budget
+/// (DENSE_GRAPHS_MIN_STAGES): their shorter dense packets still beat the all-tokens normal one.
+#[test]
+fn auto_density_keeps_shorter_dense_packets_of_dense_graphs() {
+    use gstuigc::codec::{
+        DENSE_GRAPHS_MIN_BUDGET_RATIO, DENSE_GRAPHS_MIN_STAGES, DENSE_MIN_STAGES,
+    };
+    let mut model = load(&tiny_model_dense_dir());
+    let img = synthetic(128, 96, 3);
+    let normal = model.encode(&img, FrameParams::default()).unwrap();
+    let full = model
+        .encode_auto(&img, FrameParams::default(), Density::Dense)
+        .unwrap();
+    let short = model
+        .encode_auto(
+            &img,
+            FrameParams {
+                stages: Some(DENSE_GRAPHS_MIN_STAGES),
+                ..FrameParams::default()
+            },
+            Density::Dense,
+        )
+        .unwrap();
+    let cap =
+        short.packet.bytes.len().max(
+            (DENSE_GRAPHS_MIN_BUDGET_RATIO * normal.packet.bytes.len() as f64).ceil() as usize,
+        );
+    assert!(
+        cap < full.packet.bytes.len(),
+        "the test needs a budget below the full dense packet ({cap} vs {})",
+        full.packet.bytes.len()
+    );
+    let params = FrameParams {
+        max_bytes: Some(cap),
+        ..FrameParams::default()
+    };
+    let enc = model.encode_auto(&img, params, Density::Auto).unwrap();
+    assert!(enc.packet.header.dense(), "cap {cap}");
+    let stages = enc.packet.header.stages as usize;
+    assert!((DENSE_GRAPHS_MIN_STAGES..DENSE_MIN_STAGES).contains(&stages));
+    assert!(enc.packet.bytes.len() <= cap);
+    let dec = model.decode(&enc.packet.bytes).unwrap();
+    assert_eq!((dec.image.width, dec.image.height), (128, 96));
+    // Below the budget ratio it stays normal.
+    let params = FrameParams {
+        max_bytes: Some(
+            (DENSE_GRAPHS_MIN_BUDGET_RATIO * normal.packet.bytes.len() as f64) as usize - 1,
+        ),
+        ..FrameParams::default()
+    };
+    assert!(!model
+        .encode_auto(&img, params, Density::Auto)
+        .unwrap()
+        .packet
+        .header
+        .dense());
 }

@@ -194,8 +194,8 @@ def set_optional_file(bundle_dir: str, section: str, file: str, version: str | N
 
 def verify_bundle_hashes(bundle_dir: str) -> dict:
     m = read_manifest(bundle_dir)
-    for sec in ("tokenizer_encoder", "tokenizer_decoder", "prior") + OPTIONAL_FILES:
-        if sec not in m:  # OPTIONAL_FILES
+    for sec in ("tokenizer_encoder", "tokenizer_decoder", "prior", "prior_dense") + OPTIONAL_FILES:
+        if sec not in m:  # OPTIONAL_FILES, prior_dense
             continue
         p = os.path.join(bundle_dir, m[sec]["path"])
         h = sha256_file(p)

@@ -165,10 +165,21 @@ impl std::fmt::Display for Density {
 /// 0.039 bpp), so only complete dense packets are worth their bytes.
 pub const DENSE_MIN_STAGES: usize = 10;
 
+/// [`DENSE_MIN_STAGES`] for a bundle with dense graphs (docs/bundle.md "Dense graphs"): their
+/// dense packets stay better than the all-tokens normal packet with 8 of the 10 stages. Kodak 24,
+/// uigc-small 0.4.1 (dense prior), colour thumbnail, real packets (MODEL_CARD.md "Dense graphs"):
+/// 8 stages 0.0536 bpp, LPIPS-alex 0.3638, 22.17 dB; 9 stages 0.0710, 0.3257, 22.69 dB; all
+/// 0.0883, 0.2930, 23.27 dB; the normal packet 0.0262, 0.3777, 21.98 dB.
+pub const DENSE_GRAPHS_MIN_STAGES: usize = 8;
+
 /// `Density::Auto` does not try the dense grid (a tokenizer pass at four times the pixels)
 /// under a budget below this multiple of the all-tokens normal packet: on Kodak a complete dense
 /// packet costs 2.9x to 3.8x the normal one, so it could not fit.
 pub const DENSE_MIN_BUDGET_RATIO: f64 = 2.5;
+
+/// [`DENSE_MIN_BUDGET_RATIO`] for a bundle with dense graphs: their 8-stage dense packet costs
+/// about 2.0x the normal one on Kodak (0.0536 against 0.0262 bpp).
+pub const DENSE_GRAPHS_MIN_BUDGET_RATIO: f64 = 2.0;
 
 /// Wall-clock time of the two halves of a frame.
 #[derive(Debug, Clone, Copy, Default)]
@@ -432,7 +443,8 @@ impl Model {
     /// is ignored). `Auto` is normal, except under a byte budget (`params.max_bytes`) of at least
     /// [`DENSE_MIN_BUDGET_RATIO`] times the all-tokens normal packet: then the dense grid is tried
     /// under the same budget and kept when its rate control keeps at least [`DENSE_MIN_STAGES`]
-    /// stages (and `params.stages` allows all) and, when the normal packet carries a colour
+    /// stages (with dense graphs: [`DENSE_GRAPHS_MIN_BUDGET_RATIO`] and
+    /// [`DENSE_GRAPHS_MIN_STAGES`]) (and `params.stages` allows all) and, when the normal packet carries a colour
     /// thumbnail, the dense one carries it too.
     pub fn encode_auto(
         &mut self,
@@ -458,9 +470,14 @@ impl Model {
                     },
                 )?;
                 let all_sent = normal.packet.header.stages as usize == stages;
-                let room = params.max_bytes.is_some_and(|cap| {
-                    cap as f64 >= DENSE_MIN_BUDGET_RATIO * normal.packet.bytes.len() as f64
-                });
+                let (min_stages, ratio) = if self.has_dense_graphs() {
+                    (DENSE_GRAPHS_MIN_STAGES, DENSE_GRAPHS_MIN_BUDGET_RATIO)
+                } else {
+                    (DENSE_MIN_STAGES, DENSE_MIN_BUDGET_RATIO)
+                };
+                let room = params
+                    .max_bytes
+                    .is_some_and(|cap| cap as f64 >= ratio * normal.packet.bytes.len() as f64);
                 let half = bitstream::max_frame_side(true);
                 let fits = image.width <= half && image.height <= half;
                 if !room || !fits || !all_sent || params.stages.is_some_and(|s| s < stages) {
@@ -481,7 +498,7 @@ impl Model {
                         ..params
                     },
                 ) {
-                    Ok(dense) if dense.packet.header.stages as usize >= DENSE_MIN_STAGES => {
+                    Ok(dense) if dense.packet.header.stages as usize >= min_stages => {
                         let mut dense = dense;
                         dense.timings.network += normal.timings.network;
                         dense.timings.coding += normal.timings.coding;
