@@ -107,6 +107,10 @@ def install(bundle_dir: str, ckpt: str, version: str | None = None, threads: int
         f.write("\n")
     log(f"{bundle_dir}: {ENCODER_FILE}, {DECODER_FILE} from {ckpt} (step {rep['step']}, "
         f"{rep['train_minutes']:.1f} min); onnxruntime = torch on {len(rep['checks'])} inputs")
+    if "prior_dense" in read_manifest(bundle_dir):
+        log(f"note: {bundle_dir} keeps its [prior_dense], trained on the previous dense graphs' tokens "
+            "(still exact, but no longer fitted to them): retrain it on the new graphs' grids "
+            "(models/README.md \"Dense prior\")")
     return rep
 
 
