@@ -284,14 +284,19 @@ def test_golden_reproduced_by_naive_transcription(name):
     assert naive_tables(p, tok, rows, cols) == g["stages"]
 
 
-def test_attach_prior(tmp_path):
+def _bundle_copy(tmp_path, name, dest="bundle"):
+    """A copy of the test bundle tests/data/<name> under tmp_path/<dest>."""
     import shutil
+    src = os.path.join(REPO_ROOT, "tests", "data", name)
+    require_path(src, "test bundle", "run python models/make_test_models.py")
+    shutil.copytree(src, tmp_path / dest)
+    return tmp_path / dest
+
+
+def test_attach_prior(tmp_path):
     from uigc_models.bundle import sha256_file
     from uigc_models.prior_train import attach_prior
-    src = os.path.join(REPO_ROOT, "tests", "data", "tiny-model")
-    require_path(src, "test bundle", "run python models/make_test_models.py")
-    b = tmp_path / "bundle"
-    shutil.copytree(src, b)
+    b = _bundle_copy(tmp_path, "tiny-model")
     before = (b / "manifest.toml").read_text()
     attach_prior(str(b), os.path.join(GOLDEN, "prior.bin"))
     after = (b / "manifest.toml").read_text()
@@ -304,13 +309,9 @@ def test_attach_prior(tmp_path):
 
 
 def test_attach_dense_prior(tmp_path):
-    import shutil
     from uigc_models.bundle import sha256_file
     from uigc_models.prior_train import attach_prior
-    src = os.path.join(REPO_ROOT, "tests", "data", "tiny-model-dense")
-    require_path(src, "test bundle", "run python models/make_test_models.py")
-    b = tmp_path / "bundle"
-    shutil.copytree(src, b)
+    b = _bundle_copy(tmp_path, "tiny-model-dense")
     before = (b / "manifest.toml").read_text()
     attach_prior(str(b), os.path.join(GOLDEN, "prior.bin"), "prior_dense.bin", "prior_dense")
     after = (b / "manifest.toml").read_text()
@@ -322,7 +323,6 @@ def test_attach_dense_prior(tmp_path):
     attach_prior(str(b), os.path.join(GOLDEN, "prior.bin"), "prior_dense.bin", "prior_dense")
     assert (b / "manifest.toml").read_text() == after
     # a bundle without dense graphs is refused
-    plain = tmp_path / "plain"
-    shutil.copytree(os.path.join(REPO_ROOT, "tests", "data", "tiny-model"), plain)
+    plain = _bundle_copy(tmp_path, "tiny-model", "plain")
     with pytest.raises(AssertionError, match="dense graphs"):
         attach_prior(str(plain), os.path.join(GOLDEN, "prior.bin"), "prior_dense.bin", "prior_dense")

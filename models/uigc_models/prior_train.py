@@ -348,31 +348,21 @@ def attach_prior(bundle_dir, prior_path, name="prior.bin", table="prior"):
     if os.path.abspath(dst) != os.path.abspath(prior_path):
         shutil.copyfile(prior_path, dst)
     sha = sha256_file(dst)
-    fields = f'kind = "int-transformer-v1"\npath = "{name}"\nsha256 = "{sha}"\n'
-    # rewrite only that table
+    values = {"kind": '"int-transformer-v1"', "path": f'"{name}"', "sha256": f'"{sha}"'}
+    field = re.compile(r"^\s*(kind|path|sha256)\s*=.*$")
+    # rewrite only that table (appending [prior_dense] when the bundle has none yet)
     parts = re.split(r"(?m)^(?=\[)", text)
     out = []
     found = False
     for part in parts:
         if part.startswith(f"[{table}]"):
             found = True
-            lines = part.split("\n")
-            new = []
-            for ln in lines:
-                if re.match(r"^\s*kind\s*=", ln):
-                    ln = 'kind = "int-transformer-v1"'
-                elif re.match(r"^\s*path\s*=", ln):
-                    ln = f'path = "{name}"'
-                elif re.match(r"^\s*sha256\s*=", ln):
-                    ln = f'sha256 = "{sha}"'
-                new.append(ln)
-            part = "\n".join(new)
+            part = "\n".join(field.sub(lambda m: f"{m[1]} = {values[m[1]]}", ln) for ln in part.split("\n"))
         out.append(part)
-    if not found and table == "prior_dense":
+    if not found:
+        assert table == "prior_dense", "manifest has no [prior] table"
         out.append(("" if out[-1].endswith("\n\n") else "\n" if out[-1].endswith("\n") else "\n\n")
-                   + f"[{table}]\n" + fields)
-        found = True
-    assert found, "manifest has no [prior] table"
+                   + f"[{table}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()))
     new_text = "".join(out)
     tmp = man_path + ".tmp"
     with open(tmp, "w") as f:

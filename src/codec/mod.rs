@@ -94,23 +94,20 @@ pub fn token_codec_with_threads(bundle: &Bundle, threads: usize) -> Result<Token
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let prior = prior::load_prior(
-        &bundle.prior_kind,
-        &bundle.prior.path,
-        bundle.codebook_size,
-        bundle.schedule.num_stages(),
-        threads,
-    )?;
-    let mut codec = TokenCodec::new(bundle.model_id, bundle.schedule, prior);
-    codec.set_dense_model_id(bundle.dense_model_id);
-    if let Some((kind, file)) = &bundle.prior_dense {
-        codec.set_dense_prior(Some(prior::load_prior(
+    let load = |kind: &str, path: &std::path::Path| {
+        prior::load_prior(
             kind,
-            &file.path,
+            path,
             bundle.codebook_size,
             bundle.schedule.num_stages(),
             threads,
-        )?))?;
+        )
+    };
+    let prior = load(&bundle.prior_kind, &bundle.prior.path)?;
+    let mut codec = TokenCodec::new(bundle.model_id, bundle.schedule, prior);
+    codec.set_dense_model_id(bundle.dense_model_id);
+    if let Some((kind, file)) = &bundle.prior_dense {
+        codec.set_dense_prior(Some(load(kind, &file.path)?))?;
     }
     Ok(codec)
 }

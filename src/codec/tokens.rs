@@ -269,17 +269,18 @@ impl TokenCodec {
     /// Runs `f` with the prior of a packet that is (`dense_graphs`) or is not made by the dense
     /// graphs in `self.prior`.
     fn with_prior<R>(&mut self, dense_graphs: bool, f: impl FnOnce(&mut Self) -> R) -> R {
-        let swap = dense_graphs && self.has_dense_prior();
-        if swap {
-            if let Some(d) = self.dense_prior.as_mut() {
-                std::mem::swap(&mut self.prior, d);
+        let swap = |codec: &mut Self| {
+            if let Some(d) = codec.dense_prior.as_mut() {
+                std::mem::swap(&mut codec.prior, d);
             }
+        };
+        let swapped = dense_graphs && self.has_dense_prior();
+        if swapped {
+            swap(self);
         }
         let out = f(self);
-        if swap {
-            if let Some(d) = self.dense_prior.as_mut() {
-                std::mem::swap(&mut self.prior, d);
-            }
+        if swapped {
+            swap(self);
         }
         out
     }
