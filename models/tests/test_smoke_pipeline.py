@@ -86,3 +86,29 @@ def test_train_export_and_rust_roundtrip(tmp_path, lpips_alex_weights):
     rgb = np.ascontiguousarray(data.load_rgb(os.path.join(root, "train", "bsds500", "0.png"))[:50, :90])
     r = cli_roundtrip(bundle, rgb, str(tmp_path))
     assert r["grid"].shape == (4, 6)
+
+
+def test_freeze_decoder_trains_the_encoder_only(tmp_path, lpips_alex_weights):
+    """--freeze-decoder: the decoder and the codebook are bit-identical after training, the encoder is not;
+    with --freeze-encoder too, or without a checkpoint to start from, it refuses."""
+    threads = torch.get_num_threads()
+    root, runs = str(tmp_path / "data"), str(tmp_path / "runs")
+    fake_data_root(root)
+    cache = data.prepare(root, str(tmp_path / "train_u8.pkl"))
+    common = ["--runs-root", runs, "--data-cache", cache] + TINY
+    try:
+        assert run_train(["--run", "base"] + common + ["--max-steps", "2", "--warmup-frac", "0"]) == 0
+        base = os.path.join(runs, "base", "last.pt")
+        enc_only = ["--run", "enc", "--init-from", base, "--freeze-decoder", "--max-steps", "3", "--warmup-frac", "0"]
+        assert run_train(common + enc_only) == 0
+        assert run_train(["--run", "none"] + common + ["--freeze-decoder", "--max-steps", "1", "--warmup-frac", "0"]) == 2
+        assert run_train(common + enc_only[:4] + ["--freeze-encoder", "--freeze-decoder", "--max-steps", "1"]) == 2
+    finally:
+        torch.set_num_threads(threads)
+    a = torch.load(base, weights_only=False)["model"]
+    b = torch.load(os.path.join(runs, "enc", "last.pt"), weights_only=False)["model"]
+    for k, v in a.items():
+        if k.startswith("encoder.") and v.is_floating_point():
+            continue
+        assert torch.equal(v, b[k]), k
+    assert any(not torch.equal(v, b[k]) for k, v in a.items() if k.startswith("encoder."))

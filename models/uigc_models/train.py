@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--freeze-encoder", action="store_true",
                     help="train the decoder only: encoder and codebook frozen (EMA and restarts off), so the token "
                          "streams, and any prior trained on them, stay valid")
+    ap.add_argument("--freeze-decoder", action="store_true",
+                    help="train the encoder only: decoder and codebook frozen (EMA and restarts off), so every "
+                         "decoder that reads these tokens stays valid; the encoder learns to pick the tokens that "
+                         "decode best (a prior trained on the old tokens needs a refit)")
     # model
     ap.add_argument("--k", type=int, default=1024, help="codebook size")
     ap.add_argument("--code-dim", type=int, default=32)
@@ -265,7 +269,16 @@ def main(argv=None) -> int:
         model.encoder.requires_grad_(False)
         model.quant.ema_enabled = False
         trainable = model.decoder.parameters()
-    if args.freeze_codebook:
+    if args.freeze_decoder:
+        if args.freeze_encoder:
+            log.error("--freeze-decoder and --freeze-encoder leave nothing to train")
+            return 2
+        if not (init is not None or ckpt is not None):
+            log.error("--freeze-decoder needs --init-from or a checkpoint to resume (a trained decoder)")
+            return 2
+        model.decoder.requires_grad_(False)
+        trainable = model.encoder.parameters()
+    if args.freeze_codebook or args.freeze_decoder:
         model.quant.ema_enabled = False
     opt = torch.optim.Adam(trainable, lr=args.lr, betas=(0.9, 0.99))
     disc = d_opt = None
@@ -281,7 +294,7 @@ def main(argv=None) -> int:
     tracker = UsageTracker(args.k)
     if ckpt:
         model.load_state_dict(ckpt["model"])
-        model.quant.ema_enabled = not (args.freeze_encoder or args.freeze_codebook)
+        model.quant.ema_enabled = not (args.freeze_encoder or args.freeze_codebook or args.freeze_decoder)
         opt.load_state_dict(ckpt["opt"])
         step, train_seconds = ckpt["step"], ckpt["train_seconds"]
         tracker.last_used = ckpt.get("last_used", tracker.last_used)
@@ -294,7 +307,7 @@ def main(argv=None) -> int:
     log.info(f"run dir {rdir}; device {device}; threads {torch.get_num_threads()}; "
              f"encoder {count_params(model.encoder)} params, decoder {count_params(model.decoder)} params, "
              f"K={args.k} D={args.code_dim}, f={args.factor}, decoder upsampling {args.up_mode}"
-             f"{', codebook frozen' if args.freeze_codebook else ''}")
+             f"{', codebook frozen' if args.freeze_codebook else ''}{', decoder frozen' if args.freeze_decoder else ''}")
 
     data = load_cache(args.data_cache)
     sampler = CropSampler(data["images"], args.crop, seed=args.seed + step)
@@ -402,7 +415,8 @@ def main(argv=None) -> int:
         step += 1
         if quantize:
             tracker.update(idx, step)
-            if step % args.restart_every == 0 and not (args.freeze_encoder or args.freeze_codebook):
+            if step % args.restart_every == 0 and not (args.freeze_encoder or args.freeze_codebook
+                                                          or args.freeze_decoder):
                 dead = (step - tracker.last_used) > args.restart_after
                 if dead.any():
                     flat = z.detach().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
