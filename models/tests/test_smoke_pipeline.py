@@ -112,3 +112,25 @@ def test_freeze_decoder_trains_the_encoder_only(tmp_path, lpips_alex_weights):
             continue
         assert torch.equal(v, b[k]), k
     assert any(not torch.equal(v, b[k]) for k, v in a.items() if k.startswith("encoder."))
+
+
+def test_regenerate_replaces_the_stages_not_sent_with_the_priors_argmax():
+    """train.regenerate: stages < keep untouched, the rest the float prior's argmax given the earlier
+    stages, computed stage by stage (so a later stage sees the regenerated earlier ones)."""
+    from uigc_models.prior_model import PriorNet, stage_grid
+    torch.manual_seed(0)
+    prior = PriorNet(K=16, d=16, heads=2, layers=1, ffn=16, radius=3, levels=2).eval()
+    idx = torch.randint(0, 16, (3, 8, 8))
+    keep = torch.tensor([5, 6, 7])  # 7 stages in all: the last crop keeps every token
+    out = train.regenerate(prior, idx, keep)
+    st = stage_grid(8, 8, 2)
+    for b in range(3):
+        k = int(keep[b])
+        assert torch.equal(out[b][st < k], idx[b][st < k])
+        ref = idx[b:b + 1].clone()
+        for s in range(k, 7):
+            am = prior(ref).argmax(-1).view(1, 8, 8)
+            ref = torch.where(st[None] == s, am, ref)
+        assert torch.equal(out[b], ref[0])
+    assert not torch.equal(out[0], idx[0])  # random tokens are not the prior's argmax
+    assert torch.equal(out[2], idx[2])

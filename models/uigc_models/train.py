@@ -101,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--colour-loop-frac", type=float, default=0.5,
                     help="share of each batch whose losses see the corrected output (the rest: raw "
                          "output, so packets without a thumbnail keep their colours)")
+    ap.add_argument("--regen-prior", default=None, metavar="PRIOR.bin",
+                    help="train on regenerated tokens too: on --regen-frac of each batch the tokens of the stages a "
+                         "packet of --regen-keep stages leaves out are replaced by this integer prior's argmax "
+                         "regeneration (as a float model, prior_model.import_int), stage by stage given every "
+                         "earlier token, as a receiver regenerates them (docs/bitstream.md); the losses still compare "
+                         "with the original crop. Use the prior that codes these tokens (a dense prior for --factor 8)")
+    ap.add_argument("--regen-frac", type=float, default=0.5, help="share of each batch with regenerated tokens")
+    ap.add_argument("--regen-keep", type=int, nargs="+", default=[8, 9],
+                    help="stages sent, drawn per crop from these (the rest regenerated)")
     ap.add_argument("--beta", type=float, default=0.25, help="commitment weight")
     ap.add_argument("--gan", action="store_true", help="enable the PatchGAN in the late part of training")
     ap.add_argument("--gan-start", type=float, default=0.75, help="schedule fraction where the GAN starts")
@@ -183,15 +192,39 @@ def rgb_to_cbcr(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([-0.168736 * r - 0.331264 * g + 0.5 * b, 0.5 * r - 0.418688 * g - 0.081312 * b], 1)
 
 
-def forward(model: Tokenizer, x, quantize: bool, bf16: bool):
-    """model(x) with the decoder under bf16 autocast when asked (encoder + nearest code in fp32)."""
-    if not bf16:
+@torch.no_grad()
+def regenerate(prior, idx: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """idx [B,h,w] with the tokens of stages >= keep[b] replaced, stage by stage, by the argmax of the
+    float prior given every earlier token (the crop's origin is the grid's: its stage map starts at 0,0)."""
+    from .prior_model import stage_grid
+    b, h, w = idx.shape
+    st = stage_grid(h, w, prior.levels).to(idx.device)
+    out = idx.clone()
+    for s in range(int(keep.min()), 1 + 3 * prior.levels):
+        sel = (st[None] == s) & (keep[:, None, None] <= s)
+        if sel.any():
+            out = torch.where(sel, prior(out).argmax(-1).view(b, h, w), out)
+    return out
+
+
+def forward(model: Tokenizer, x, quantize: bool, bf16: bool, regen=None):
+    """model(x) with the decoder under bf16 autocast when asked (encoder + nearest code in fp32).
+    regen: (prior, n, keep [n]) - the last n crops decode their regenerated tokens (see --regen-prior)."""
+    if not bf16 and (regen is None or not quantize):
         return model(x, quantize=quantize)
     z = model.encode_z(x)
     if quantize:
         q, idx, commit = model.quant(z)
     else:
         q, idx, commit = z, None, z.new_zeros(())
+    if regen is not None and quantize:
+        prior, n, keep = regen
+        if n > 0:
+            r = regenerate(prior, idx[-n:], keep)
+            qr = model.quant.embed[r].permute(0, 3, 1, 2)
+            q = torch.cat([q[:-n], torch.where((r != idx[-n:])[:, None], qr, q[-n:])], 0)
+    if not bf16:
+        return model.decoder(q), z, idx, commit
     with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
         y = model.decoder(q)
     return y.float(), z, idx, commit
@@ -286,6 +319,16 @@ def main(argv=None) -> int:
         disc = PatchDiscriminator().to(device)
         d_opt = torch.optim.Adam(disc.parameters(), lr=args.d_lr, betas=(0.5, 0.9))
     lp = LPIPS("alex").to(device)
+    regen_prior = None
+    if args.regen_prior:
+        from . import intprior_ref, prior_model
+        ip = intprior_ref.load_prior(args.regen_prior)
+        if ip.K != model.quant.k:
+            log.error(f"--regen-prior {args.regen_prior}: K={ip.K}, the tokenizer's codebook has {model.quant.k}")
+            return 2
+        regen_prior = prior_model.import_int(ip).to(device).eval().requires_grad_(False)
+        log.info(f"regeneration in the loop: {args.regen_frac:.0%} of each batch, stages sent {args.regen_keep}, "
+                 f"prior {args.regen_prior}")
     colour_loop = colour.parse(args.colour_loop) if args.colour_loop else None
     if colour_loop is not None and args.crop % colour_loop[0]:
         log.warning(f"--crop {args.crop} is not a multiple of the colour block {colour_loop[0]}")
@@ -373,7 +416,12 @@ def main(argv=None) -> int:
             g["lr"] = lr
 
         x = to_tensor_m11(sampler.batch(args.batch)).to(device)
-        y, z, idx, commit = forward(model, x, quantize, args.bf16)
+        regen = None
+        if regen_prior is not None:
+            n_r = int(round(args.regen_frac * x.shape[0]))
+            keep = torch.tensor(args.regen_keep)[torch.randint(0, len(args.regen_keep), (n_r,))]
+            regen = (regen_prior, n_r, keep)
+        y, z, idx, commit = forward(model, x, quantize, args.bf16, regen)
         if colour_loop is not None:
             # The receiver's view: a share of the batch corrected with the thumbnail.
             n_c = int(round(args.colour_loop_frac * y.shape[0]))
