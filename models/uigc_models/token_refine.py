@@ -28,7 +28,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import colour
 from .artefacts import lpips_shifted, periodic_ratios
@@ -46,7 +45,6 @@ DEFAULT_PRIOR = os.path.join(os.path.dirname(__file__), "..", "uigc-small", "pri
 def refine(tok, lp, t: torch.Tensor, iters: int, lr: float, w_lpips: float, w_mse: float,
            seed: int = 0) -> tuple[torch.Tensor, float, float]:
     """(best grid [1,h,w], its loss, the encoder grid's loss) for one image t [1,3,H,W] in [-1,1]."""
-    embed = tok.quant.embed
     with torch.no_grad():
         z0 = tok.encode_z(t)
     z = z0.clone().requires_grad_(True)
@@ -54,12 +52,10 @@ def refine(tok, lp, t: torch.Tensor, iters: int, lr: float, w_lpips: float, w_ms
     g = torch.Generator().manual_seed(seed)
     h, w = t.shape[-2:]
     best_loss, best, first = float("inf"), None, None
-    for _ in range(max(1, iters)):
-        n, d, hh, ww = z.shape
-        zn = F.normalize(z, dim=1)
-        idx = tok.quant.nearest(zn.permute(0, 2, 3, 1).reshape(-1, d).detach())
-        q = embed[idx].view(n, hh, ww, d).permute(0, 3, 1, 2)
-        y = tok.decoder(zn + (q - zn).detach())
+    for i in range(max(1, iters)):
+        # the quantiser in eval mode: nearest codeword, straight-through gradient, no EMA update
+        q, idx, _ = tok.quant(tok.quant.normalize(z))
+        y = tok.decoder(q)
         dy, dx = (int(v) for v in torch.randint(0, 16, (2,), generator=g))
         crop = (..., slice(dy, dy + h - 16), slice(dx, dx + w - 16))
         loss = (w_lpips * lp(y[crop], t[crop]).mean() + 0.5 * (y - t).abs().mean()
@@ -67,12 +63,11 @@ def refine(tok, lp, t: torch.Tensor, iters: int, lr: float, w_lpips: float, w_ms
         value = float(loss.detach())
         first = value if first is None else first
         if value < best_loss:
-            best_loss, best = value, idx.view(1, hh, ww).clone()
-        if iters == 0:
-            break
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+            best_loss, best = value, idx.clone()
+        if i + 1 < iters:
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
     return best, best_loss, first
 
 

@@ -300,7 +300,6 @@ def main(argv=None) -> int:
             log.error("--freeze-encoder needs --init-from or a checkpoint to resume (a trained encoder)")
             return 2
         model.encoder.requires_grad_(False)
-        model.quant.ema_enabled = False
         trainable = model.decoder.parameters()
     if args.freeze_decoder:
         if args.freeze_encoder:
@@ -311,8 +310,9 @@ def main(argv=None) -> int:
             return 2
         model.decoder.requires_grad_(False)
         trainable = model.encoder.parameters()
-    if args.freeze_codebook or args.freeze_decoder:
-        model.quant.ema_enabled = False
+    # any frozen part keeps the codebook as it is: no EMA updates, no restarts
+    codebook_frozen = args.freeze_encoder or args.freeze_codebook or args.freeze_decoder
+    model.quant.ema_enabled = not codebook_frozen
     opt = torch.optim.Adam(trainable, lr=args.lr, betas=(0.9, 0.99))
     disc = d_opt = None
     if args.gan:
@@ -337,7 +337,7 @@ def main(argv=None) -> int:
     tracker = UsageTracker(args.k)
     if ckpt:
         model.load_state_dict(ckpt["model"])
-        model.quant.ema_enabled = not (args.freeze_encoder or args.freeze_codebook or args.freeze_decoder)
+        model.quant.ema_enabled = not codebook_frozen
         opt.load_state_dict(ckpt["opt"])
         step, train_seconds = ckpt["step"], ckpt["train_seconds"]
         tracker.last_used = ckpt.get("last_used", tracker.last_used)
@@ -463,8 +463,7 @@ def main(argv=None) -> int:
         step += 1
         if quantize:
             tracker.update(idx, step)
-            if step % args.restart_every == 0 and not (args.freeze_encoder or args.freeze_codebook
-                                                          or args.freeze_decoder):
+            if step % args.restart_every == 0 and not codebook_frozen:
                 dead = (step - tracker.last_used) > args.restart_after
                 if dead.any():
                     flat = z.detach().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
