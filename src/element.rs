@@ -67,7 +67,8 @@ impl From<EncoderChoice> for codec::EncoderChoice {
     }
 }
 
-/// Which of the bundle's tokenizer decoders `uigcdec` runs (docs/bundle.md "Fast decoder").
+/// Which of the bundle's tokenizer decoders `uigcdec` runs (docs/bundle.md "Fast decoder",
+/// "Smooth decoder").
 #[derive(Debug, Eq, PartialEq, Clone, Copy, Default, glib::Enum)]
 #[repr(u32)]
 #[enum_type(name = "GstUigcDecoderChoice")]
@@ -85,6 +86,11 @@ pub(crate) enum DecoderChoice {
         nick = "fast"
     )]
     Fast,
+    #[enum_value(
+        name = "Smooth: the bundle's decoder without the 8-pixel grid (same tokens, bilinear upsampling)",
+        nick = "smooth"
+    )]
+    Smooth,
 }
 
 impl From<DecoderChoice> for codec::DecoderChoice {
@@ -93,6 +99,7 @@ impl From<DecoderChoice> for codec::DecoderChoice {
             DecoderChoice::Auto => codec::DecoderChoice::Auto,
             DecoderChoice::Full => codec::DecoderChoice::Full,
             DecoderChoice::Fast => codec::DecoderChoice::Fast,
+            DecoderChoice::Smooth => codec::DecoderChoice::Smooth,
         }
     }
 }

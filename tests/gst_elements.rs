@@ -1069,15 +1069,21 @@ fn fast_encoder_without_one_in_the_bundle_fails_the_start() {
 }
 
 #[test]
-fn decoder_property_defaults_to_auto_and_fast_needs_the_bundle_s_graphs() {
+fn decoder_property_defaults_to_auto_and_fast_or_smooth_need_the_bundle_s_graphs() {
     common::gst_init();
     let d = decoder(&tiny());
     let value = d.property_value("decoder");
     let (_, auto) = gst::glib::EnumValue::from_value(&value).unwrap();
     assert_eq!(auto.nick(), "auto");
-    d.set_property_from_str("decoder", "fast");
-    let err = start_error(&d);
-    assert!(err.contains("tokenizer_decoder_fast"), "{err}");
+    for choice in ["fast", "smooth"] {
+        let d = decoder(&tiny());
+        d.set_property_from_str("decoder", choice);
+        let err = start_error(&d);
+        assert!(
+            err.contains(&format!("tokenizer_decoder_{choice}")),
+            "{err}"
+        );
+    }
 }
 
 #[test]

@@ -1,4 +1,4 @@
-"""python -m uigc_models <step> [args]: prepare | train | reduce | average | spot-check | export | taming-import | evaluate | lpips | onnx-import | artefacts | grid-probe | gpu-pack | fast-decoder | decoder-cost | dense | token-refine."""
+"""python -m uigc_models <step> [args]: prepare | train | reduce | average | spot-check | export | taming-import | evaluate | lpips | onnx-import | artefacts | grid-probe | gpu-pack | fast-decoder | decoder-cost | dense | smooth-decoder | token-refine."""
 import sys
 
 STEPS = {
@@ -18,6 +18,7 @@ STEPS = {
     "fast-decoder": ("uigc_models.fast_decoder", []),
     "decoder-cost": ("uigc_models.decoder_cost", []),
     "dense": ("uigc_models.dense", []),
+    "smooth-decoder": ("uigc_models.smooth_decoder", []),
     "token-refine": ("uigc_models.token_refine", []),
 }
 

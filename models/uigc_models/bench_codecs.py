@@ -96,9 +96,10 @@ def uigc_point(uigc: str, bundle: str, img: str, point: str, regen: str, tmp: st
     if point.startswith("wl"):  # wlN:POINT - both ends at work limit N tokens (--work-limit: no padding below it)
         n, point = point[2:].split(":", 1)
         enc = dec = ["--work-limit", str(int(n))]
-    if point.startswith("full-decoder:"):  # full-decoder:POINT - the float decoder (--decoder full)
-        dec = dec + ["--decoder", "full"]
-        point = point[len("full-decoder:"):]
+    for tag in ("full", "smooth"):  # full-decoder:POINT / smooth-decoder:POINT - --decoder full / smooth
+        if point.startswith(f"{tag}-decoder:"):
+            dec = dec + ["--decoder", tag]
+            point = point[len(f"{tag}-decoder:"):]
     if point.startswith("fast:"):  # fast:POINT - the bundle's fast encoder (--encoder fast)
         enc = enc + ["--encoder", "fast"]
         point = point[len("fast:"):]

@@ -170,7 +170,8 @@ def read_manifest(bundle_dir: str) -> dict:
 
 
 OPTIONAL_FILES = ("tokenizer_decoder_tile", "tokenizer_encoder_fast", "tokenizer_decoder_fast",
-                  "tokenizer_decoder_tile_fast", "tokenizer_encoder_dense", "tokenizer_decoder_dense")
+                  "tokenizer_decoder_tile_fast", "tokenizer_encoder_dense", "tokenizer_decoder_dense",
+                  "tokenizer_decoder_smooth", "tokenizer_decoder_tile_smooth")
 # Optional files that are part of the model id when present (docs/bundle.md "Dense graphs").
 ID_OPTIONAL_FILES = ("tokenizer_encoder_dense", "tokenizer_decoder_dense")
 

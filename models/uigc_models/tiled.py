@@ -107,11 +107,11 @@ class TileDecoder(nn.Module):
         return self(indices, stats, torch.ones(1))[0]
 
 
-def export_tile_graph(tok: Tokenizer, out_dir: str) -> str:
-    """Write tokenizer_decoder_tile.onnx (opset 17, dynamic h, w) into out_dir."""
+def export_tile_graph(tok: Tokenizer, out_dir: str, name: str = TILE_FILE) -> str:
+    """Write the tile graph `name` (tokenizer_decoder_tile.onnx; opset 17, dynamic h, w) into out_dir."""
     from .export import finalize_onnx
     m = TileDecoder(tok).eval()
-    p = os.path.join(out_dir, TILE_FILE)
+    p = os.path.join(out_dir, name)
     with torch.no_grad():
         torch.onnx.export(m, (torch.zeros(1, 4, 6, dtype=torch.long), torch.zeros(m.stats_len), torch.zeros(1)),
                           p, dynamo=False, opset_version=OPSET,
@@ -306,14 +306,15 @@ def codebook_size(bundle_dir: str) -> int:
     return int(read_manifest(bundle_dir)["codebook_size"])
 
 
-def check_tile_graph(bundle_dir: str, seed: int = 0, k: int | None = None) -> dict:
-    """onnxruntime: the tile graph with stats_weight 0 against tokenizer_decoder.onnx, and a tile with the
+def check_tile_graph(bundle_dir: str, seed: int = 0, k: int | None = None, decoder: str = "tokenizer_decoder.onnx",
+                     tile: str = TILE_FILE) -> dict:
+    """onnxruntime: the tile graph `tile` with stats_weight 0 against the decoder `decoder`, and a tile with the
     full frame's statistics against the full decode (interior of a 6-token halo)."""
     import onnxruntime as ort
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
-    dec = ort.InferenceSession(os.path.join(bundle_dir, "tokenizer_decoder.onnx"), so, providers=["CPUExecutionProvider"])
-    tile = ort.InferenceSession(os.path.join(bundle_dir, TILE_FILE), so, providers=["CPUExecutionProvider"])
+    dec = ort.InferenceSession(os.path.join(bundle_dir, decoder), so, providers=["CPUExecutionProvider"])
+    tile = ort.InferenceSession(os.path.join(bundle_dir, tile), so, providers=["CPUExecutionProvider"])
     s_len = tile.get_inputs()[1].shape[0]
     rng = np.random.default_rng(seed)
     k = k or codebook_size(bundle_dir)

@@ -42,9 +42,10 @@ struct ModelArgs {
     #[arg(long, value_name = "ENCODER", default_value = "full", value_parser = parse_encoder)]
     encoder: codec::EncoderChoice,
     /// Tokenizer decoder: auto (the bundle's fast decoder when it has one and --ep is cpu, else
-    /// the full one), full (the model's float graphs) or fast (int8 sub-pixel graphs: same
+    /// the full one), full (the model's float graphs), fast (int8 sub-pixel graphs: same
     /// tokens and model id, pictures within about 43 dB PSNR of full; an error if the bundle
-    /// has none)
+    /// has none) or smooth (bilinear upsampling, without the 8-pixel grid: same tokens and
+    /// model id; an error if the bundle has none)
     #[arg(long, value_name = "DECODER", default_value = "auto", value_parser = parse_decoder)]
     decoder: codec::DecoderChoice,
     /// Threads for the tokenizer networks and the prior (0 = default; packets and decoded

@@ -68,6 +68,10 @@ struct RawManifest {
     tokenizer_decoder_fast: Option<RawFile>,
     /// Optional: the tile graph, re-expressed and quantised the same way.
     tokenizer_decoder_tile_fast: Option<RawFile>,
+    /// Optional: a decoder of the same tokens without the 8-pixel grid.
+    tokenizer_decoder_smooth: Option<RawFile>,
+    /// Optional: its tile graph (needed with it when there is a tile graph).
+    tokenizer_decoder_tile_smooth: Option<RawFile>,
     /// Optional (both or neither): the f=8 tokenizer of dense packets.
     tokenizer_encoder_dense: Option<RawFile>,
     tokenizer_decoder_dense: Option<RawFile>,
@@ -109,6 +113,12 @@ pub struct Bundle {
     pub tokenizer_decoder_fast: Option<BundleFile>,
     /// The tile graph in the fast decoder's form (used with it when both are there).
     pub tokenizer_decoder_tile_fast: Option<BundleFile>,
+    /// The smooth decoder (docs/bundle.md "Smooth decoder"): another decoder of the same tokens,
+    /// with bilinear upsampling and trained against the 8-pixel grid. Not part of the model id:
+    /// only the receiver chooses it.
+    pub tokenizer_decoder_smooth: Option<BundleFile>,
+    /// The smooth decoder's tile graph (used with it when both are there).
+    pub tokenizer_decoder_tile_smooth: Option<BundleFile>,
     /// The dense tokenizer (docs/bundle.md "Dense graphs"): an encoder and a decoder at one
     /// token per 8x8 pixels over the same codebook, which code and render dense packets directly
     /// (without them a dense packet is the 16x16 tokenizer's grid of the frame upsampled 2x, its
@@ -304,6 +314,17 @@ impl Bundle {
             "tokenizer_decoder_tile_fast",
             &raw.tokenizer_decoder_tile_fast,
         )?;
+        let dec_smooth = optional("tokenizer_decoder_smooth", &raw.tokenizer_decoder_smooth)?;
+        let tile_smooth = optional(
+            "tokenizer_decoder_tile_smooth",
+            &raw.tokenizer_decoder_tile_smooth,
+        )?;
+        if tile_smooth.is_some() && dec_smooth.is_none() {
+            return Err(bad(
+                "tokenizer_decoder_tile_smooth",
+                "a smooth tile graph needs the smooth decoder [tokenizer_decoder_smooth]".into(),
+            ));
+        }
 
         let dense = match (
             optional("tokenizer_encoder_dense", &raw.tokenizer_encoder_dense)?,
@@ -388,6 +409,8 @@ impl Bundle {
             tokenizer_encoder_fast: fast,
             tokenizer_decoder_fast: dec_fast,
             tokenizer_decoder_tile_fast: tile_fast,
+            tokenizer_decoder_smooth: dec_smooth,
+            tokenizer_decoder_tile_smooth: tile_smooth,
             dense,
             dense_model_id,
             prior_kind: raw.prior.kind,

@@ -101,8 +101,8 @@ impl FromStr for EncoderChoice {
     }
 }
 
-/// Which of a bundle's tokenizer decoders the receiver runs (docs/bundle.md "Fast decoder").
-/// Both render the same tokens; packets and model id are the same either way.
+/// Which of a bundle's tokenizer decoders the receiver runs (docs/bundle.md "Fast decoder",
+/// "Smooth decoder"). All render the same tokens; packets and model id are the same either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DecoderChoice {
     /// The fast decoder when the bundle has one and the networks run on the CPU provider,
@@ -114,6 +114,10 @@ pub enum DecoderChoice {
     /// `tokenizer_decoder_fast` (and `tokenizer_decoder_tile_fast` when the bundle has a tile
     /// graph): sub-pixel form with int8 convolutions; an error when the bundle has none.
     Fast,
+    /// `tokenizer_decoder_smooth` (and `tokenizer_decoder_tile_smooth` when the bundle has a
+    /// tile graph): bilinear upsampling, trained against the 8-pixel grid; an error when the
+    /// bundle has none.
+    Smooth,
 }
 
 impl DecoderChoice {
@@ -122,6 +126,7 @@ impl DecoderChoice {
             Self::Auto => "auto",
             Self::Full => "full",
             Self::Fast => "fast",
+            Self::Smooth => "smooth",
         }
     }
 }
@@ -139,8 +144,9 @@ impl FromStr for DecoderChoice {
             "auto" => Ok(Self::Auto),
             "full" => Ok(Self::Full),
             "fast" => Ok(Self::Fast),
+            "smooth" => Ok(Self::Smooth),
             other => Err(Error::InvalidArgument(format!(
-                "unknown decoder '{other}' (auto, full, fast)"
+                "unknown decoder '{other}' (auto, full, fast, smooth)"
             ))),
         }
     }

@@ -8,7 +8,7 @@ use ndarray::{Array1, Array3, Array4};
 use ort::session::{RunOptions, Session};
 use ort::value::TensorRef;
 
-use super::bundle::Bundle;
+use super::bundle::{Bundle, BundleFile};
 use super::error::{Error, Result};
 use super::frame::RgbImage;
 use super::prior::TokenGrid;
@@ -89,8 +89,8 @@ pub struct Tokenizer {
     codebook_size: usize,
     /// The optional tile graph (docs/bundle.md "Tile graph").
     tile: Option<LazySession>,
-    /// Whether `decoder` and `tile` are the bundle's fast decoder graphs.
-    fast_decoder: bool,
+    /// Which of the bundle's decoders `decoder` and `tile` are (`full`, `fast` or `smooth`).
+    decoder_choice: DecoderChoice,
     /// The dense graphs (encoder, decoder), when the bundle has them; opened on first use.
     dense: Option<(LazySession, LazySession)>,
     /// The options every network opens with; `auto` is resolved by the first network opened.
@@ -121,32 +121,64 @@ fn check_io(session: &Session, network: &'static str, input: &str, output: &str)
     Ok(())
 }
 
-/// Whether `opts.decoder` selects the bundle's fast decoder: `fast` needs one (and its tile
-/// graph when the bundle has a tile graph, so that tiles match the full decodes); `auto` takes it
-/// when it is complete and the networks run on the CPU provider.
-fn use_fast_decoder(bundle: &Bundle, opts: &RuntimeOptions) -> Result<bool> {
-    let complete = bundle.tokenizer_decoder_fast.is_some()
-        && (bundle.tokenizer_decoder_tile.is_none()
-            || bundle.tokenizer_decoder_tile_fast.is_some());
-    match opts.decoder {
-        DecoderChoice::Full => Ok(false),
-        DecoderChoice::Auto => Ok(complete && opts.provider == ExecutionProvider::Cpu),
-        DecoderChoice::Fast if complete => Ok(true),
-        DecoderChoice::Fast => {
-            let missing = if bundle.tokenizer_decoder_fast.is_none() {
-                "[tokenizer_decoder_fast]"
-            } else {
-                "[tokenizer_decoder_tile_fast] (it has a tile graph)"
-            };
-            Err(Error::InvalidArgument(format!(
-                "decoder 'fast' asked for, but model bundle {} {} ({}) has no {missing}; use \
-                 decoder 'full' or 'auto' (python -m uigc_models.fast_decoder install adds it)",
-                bundle.name,
-                bundle.version,
-                bundle.dir.display()
-            )))
+/// The decoder graphs `opts.decoder` selects: the resolved choice (`full`, `fast` or `smooth`),
+/// the decoder and its tile graph. `fast` and `smooth` need the bundle's graphs of that kind (and
+/// their tile graph when the bundle has a tile graph, so that tiles match the full decodes they
+/// are drawn over); `auto` takes the fast ones when they are complete and the networks run on the
+/// CPU provider.
+fn pick_decoder<'a>(
+    bundle: &'a Bundle,
+    opts: &RuntimeOptions,
+) -> Result<(DecoderChoice, &'a BundleFile, Option<&'a BundleFile>)> {
+    let graphs = |choice: DecoderChoice| match choice {
+        DecoderChoice::Fast => (
+            bundle.tokenizer_decoder_fast.as_ref(),
+            bundle.tokenizer_decoder_tile_fast.as_ref(),
+        ),
+        DecoderChoice::Smooth => (
+            bundle.tokenizer_decoder_smooth.as_ref(),
+            bundle.tokenizer_decoder_tile_smooth.as_ref(),
+        ),
+        DecoderChoice::Auto | DecoderChoice::Full => (
+            Some(&bundle.tokenizer_decoder),
+            bundle.tokenizer_decoder_tile.as_ref(),
+        ),
+    };
+    let complete = |choice| match graphs(choice) {
+        (Some(dec), tile) => {
+            (bundle.tokenizer_decoder_tile.is_none() || tile.is_some()).then_some((dec, tile))
         }
+        (None, _) => None,
+    };
+    let choice = match opts.decoder {
+        DecoderChoice::Auto
+            if opts.provider == ExecutionProvider::Cpu
+                && complete(DecoderChoice::Fast).is_some() =>
+        {
+            DecoderChoice::Fast
+        }
+        DecoderChoice::Auto => DecoderChoice::Full,
+        other => other,
+    };
+    if let Some((dec, tile)) = complete(choice) {
+        return Ok((choice, dec, tile));
     }
+    let (table, tool) = match choice {
+        DecoderChoice::Smooth => ("smooth", "smooth_decoder install BUNDLE CKPT"),
+        _ => ("fast", "fast_decoder install BUNDLE"),
+    };
+    let missing = if graphs(choice).0.is_none() {
+        format!("[tokenizer_decoder_{table}]")
+    } else {
+        format!("[tokenizer_decoder_tile_{table}] (it has a tile graph)")
+    };
+    Err(Error::InvalidArgument(format!(
+        "decoder '{choice}' asked for, but model bundle {} {} ({}) has no {missing}; use \
+         decoder 'full' or 'auto' (python -m uigc_models.{tool} adds it)",
+        bundle.name,
+        bundle.version,
+        bundle.dir.display()
+    )))
 }
 
 impl Tokenizer {
@@ -173,19 +205,7 @@ impl Tokenizer {
                 ))
             })?,
         };
-        let fast_decoder = use_fast_decoder(bundle, &opts)?;
-        let (decoder, tile) = if fast_decoder {
-            (
-                bundle.tokenizer_decoder_fast.as_ref(),
-                bundle.tokenizer_decoder_tile_fast.as_ref(),
-            )
-        } else {
-            (
-                Some(&bundle.tokenizer_decoder),
-                bundle.tokenizer_decoder_tile.as_ref(),
-            )
-        };
-        let decoder = decoder.expect("use_fast_decoder checked it");
+        let (decoder_choice, decoder, tile) = pick_decoder(bundle, &opts)?;
         let mut t = Self {
             encoder: LazySession::new(&encoder.path, Network::Encoder),
             decoder: LazySession::new(&decoder.path, Network::Decoder),
@@ -193,7 +213,7 @@ impl Tokenizer {
             std: bundle.std,
             codebook_size: bundle.codebook_size,
             tile: tile.map(|f| LazySession::new(&f.path, Network::TileDecoder)),
-            fast_decoder,
+            decoder_choice,
             dense: bundle.dense.as_ref().map(|(e, d)| {
                 (
                     LazySession::new(&e.path, Network::DenseEncoder),
@@ -236,9 +256,10 @@ impl Tokenizer {
         Ok(session)
     }
 
-    /// Whether the pictures come from the bundle's fast decoder.
-    pub fn fast_decoder(&self) -> bool {
-        self.fast_decoder
+    /// Which of the bundle's decoders renders the pictures: `full`, `fast` or `smooth` (never
+    /// `auto`).
+    pub fn decoder_choice(&self) -> DecoderChoice {
+        self.decoder_choice
     }
 
     /// Whether the bundle has a tile graph (tiled rendering is possible).
@@ -262,7 +283,11 @@ impl Tokenizer {
             .map(|l| {
                 let fast = match l.network {
                     Network::Encoder if self.opts.encoder == EncoderChoice::Fast => " (fast)",
-                    Network::Decoder | Network::TileDecoder if self.fast_decoder => " (fast)",
+                    Network::Decoder | Network::TileDecoder => match self.decoder_choice {
+                        DecoderChoice::Fast => " (fast)",
+                        DecoderChoice::Smooth => " (smooth)",
+                        _ => "",
+                    },
                     _ => "",
                 };
                 format!("{}{fast} on {what}", l.network.as_str())
