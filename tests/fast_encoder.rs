@@ -213,6 +213,30 @@ fn load_decoder(dir: &std::path::Path, decoder: DecoderChoice) -> codec::Result<
     )
 }
 
+/// A 3-frame stream of the full decoder's sender decoded by `choice` and by the full decoder
+/// (frames, `choice`'s pictures, full pictures): `choice` is named in the networks' description,
+/// shares the model id and decodes every packet exactly.
+fn decode_both(
+    dir: &std::path::Path,
+    choice: DecoderChoice,
+) -> (Vec<RgbImage>, Vec<StreamFrame>, Vec<StreamFrame>) {
+    let mut other = load_decoder(dir, choice).unwrap();
+    let mut full = load_decoder(dir, DecoderChoice::Full).unwrap();
+    assert!(other
+        .describe_networks()
+        .contains(&format!("decoder ({choice})")));
+    assert!(!full.describe_networks().contains(&format!("({choice})")));
+    assert_eq!(other.model_id(), full.model_id());
+    let frames = frames(3);
+    let packets = stream(&mut full, &frames);
+    let a = decode_all(&mut other, &packets);
+    for (i, x) in a.iter().enumerate() {
+        assert_eq!(x.status, codec::FrameStatus::Exact, "frame {i}");
+    }
+    let b = decode_all(&mut full, &packets);
+    (frames, a, b)
+}
+
 /// The shipped fast decoder renders the packet's tokens close to the full decoder (but is a
 /// different graph, not a copy), full decodes and tiles alike; `auto` takes it on the CPU.
 #[test]
@@ -220,20 +244,10 @@ fn fast_decoder_renders_the_same_tokens_close_to_the_full_one() {
     let Some(dir) = common::shipped_model_or_skip("fast_decoder_renders") else {
         return;
     };
-    let mut fast = load_decoder(&dir, DecoderChoice::Fast).unwrap();
-    let mut full = load_decoder(&dir, DecoderChoice::Full).unwrap();
     let auto = load_decoder(&dir, DecoderChoice::Auto).unwrap();
-    assert!(fast.describe_networks().contains("decoder (fast)"));
     assert!(auto.describe_networks().contains("decoder (fast)"));
-    assert!(!full.describe_networks().contains("(fast)"));
-    assert_eq!(fast.model_id(), full.model_id());
-
-    let frames = frames(3);
-    let packets = stream(&mut full, &frames);
-    let a = decode_all(&mut fast, &packets);
-    let b = decode_all(&mut full, &packets);
+    let (_, a, b) = decode_both(&dir, DecoderChoice::Fast);
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-        assert_eq!(x.status, codec::FrameStatus::Exact, "frame {i}");
         let p = common::psnr(&x.image, &y.image);
         assert!(
             (38.0..70.0).contains(&p),
@@ -306,17 +320,8 @@ fn smooth_decoder_renders_the_same_tokens_without_the_grid() {
     let Some(dir) = common::shipped_model_or_skip("smooth_decoder_renders") else {
         return;
     };
-    let mut smooth = load_decoder(&dir, DecoderChoice::Smooth).unwrap();
-    let mut full = load_decoder(&dir, DecoderChoice::Full).unwrap();
-    assert!(smooth.describe_networks().contains("decoder (smooth)"));
-    assert_eq!(smooth.model_id(), full.model_id());
-
-    let frames = frames(3);
-    let packets = stream(&mut full, &frames);
-    let a = decode_all(&mut smooth, &packets);
-    let b = decode_all(&mut full, &packets);
+    let (frames, a, b) = decode_both(&dir, DecoderChoice::Smooth);
     for (i, ((x, y), orig)) in a.iter().zip(&b).zip(&frames).enumerate() {
-        assert_eq!(x.status, codec::FrameStatus::Exact, "frame {i}");
         let p = common::psnr(&x.image, &y.image);
         assert!(
             (20.0..40.0).contains(&p),
