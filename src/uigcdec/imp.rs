@@ -629,8 +629,9 @@ impl ObjectImpl for UigcDec {
                     .blurb(
                         "auto: the bundle's fast decoder when it has one and ep is cpu, else the \
                          full one; full: the model's float decoder graphs; fast: the int8 \
-                         sub-pixel decoder (an error when the bundle has none). Same tokens and \
-                         model id; fast pictures are within about 43 dB PSNR of full ones \
+                         sub-pixel decoder; smooth: the decoder without the 8-pixel grid (fast \
+                         and smooth are an error when the bundle has none). Same tokens and model \
+                         id; fast pictures are within about 43 dB PSNR of full ones \
                          (docs/bundle.md)",
                     )
                     .mutable_ready()
