@@ -213,6 +213,14 @@ fn load_decoder(dir: &std::path::Path, decoder: DecoderChoice) -> codec::Result<
     )
 }
 
+/// The error of loading `dir` with the decoder `choice` (a panic if it loads).
+fn load_error(dir: &std::path::Path, choice: DecoderChoice) -> String {
+    match load_decoder(dir, choice) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("decoder '{choice}' loaded from {}", dir.display()),
+    }
+}
+
 /// A 3-frame stream of the full decoder's sender decoded by `choice` and by the full decoder
 /// (frames, `choice`'s pictures, full pictures): `choice` is named in the networks' description,
 /// shares the model id and decodes every packet exactly.
@@ -271,10 +279,7 @@ fn fast_decoder_needs_its_graphs_and_stays_out_of_the_model_id() {
     ] {
         let (dir, manifest) = common::bundle_copy_without(&src, tag, section);
         assert_eq!(codec::Bundle::load(&dir).unwrap().model_id, with.model_id);
-        let err = match load_decoder(&dir, DecoderChoice::Fast) {
-            Err(e) => e.to_string(),
-            Ok(_) => panic!("decoder 'fast' without [{section}] loaded"),
-        };
+        let err = load_error(&dir, DecoderChoice::Fast);
         assert!(err.contains(&format!("[{section}]")), "{err}");
         let auto = load_decoder(&dir, DecoderChoice::Auto).unwrap();
         assert!(!auto.describe_networks().contains("(fast)"), "{section}");
@@ -353,10 +358,7 @@ fn smooth_decoder_needs_its_graphs_and_stays_out_of_the_model_id() {
 
     let (dir, _) = common::bundle_copy_without(&src, "smoothtile", "tokenizer_decoder_tile_smooth");
     assert_eq!(codec::Bundle::load(&dir).unwrap().model_id, with.model_id);
-    let err = match load_decoder(&dir, DecoderChoice::Smooth) {
-        Err(e) => e.to_string(),
-        Ok(_) => panic!("decoder 'smooth' without its tile graph loaded"),
-    };
+    let err = load_error(&dir, DecoderChoice::Smooth);
     assert!(err.contains("[tokenizer_decoder_tile_smooth]"), "{err}");
     let auto = load_decoder(&dir, DecoderChoice::Auto).unwrap();
     assert!(!auto.describe_networks().contains("(smooth)"));
@@ -368,10 +370,7 @@ fn smooth_decoder_needs_its_graphs_and_stays_out_of_the_model_id() {
     std::fs::remove_dir_all(&dir).unwrap();
 
     // The tiny model has none: smooth is an error naming the table.
-    let err = match load_decoder(&common::tiny_model_dir(), DecoderChoice::Smooth) {
-        Err(e) => e.to_string(),
-        Ok(_) => panic!("decoder 'smooth' loaded from a bundle without one"),
-    };
+    let err = load_error(&common::tiny_model_dir(), DecoderChoice::Smooth);
     assert!(err.contains("[tokenizer_decoder_smooth]"), "{err}");
     assert_eq!(
         "Smooth".parse::<DecoderChoice>().unwrap(),

@@ -63,7 +63,7 @@ def install(bundle_dir: str, ckpt: str, version: str | None = None, threads: int
         raise ValueError(f"onnxruntime disagrees with torch: {rep['checks']}")
     if "tokenizer_decoder_tile" in m:
         export_tile_graph(tok, bundle_dir, name=TILE_FILE)
-        rep["tile"] = check_tile_graph(bundle_dir, decoder=DECODER_FILE, tile=TILE_FILE)
+        rep["tile"] = check_tile_graph(bundle_dir, decoder_file=DECODER_FILE, tile_file=TILE_FILE)
         if rep["tile"]["own_stats_vs_decoder_max_abs"] > 1e-3 or rep["tile"]["given_stats_vs_decoder_max_abs"] > 1e-3:
             raise ValueError(f"the smooth tile graph does not render what the smooth decoder renders: {rep['tile']}")
     set_optional_file(bundle_dir, "tokenizer_decoder_smooth", DECODER_FILE, version)

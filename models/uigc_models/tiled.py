@@ -306,15 +306,15 @@ def codebook_size(bundle_dir: str) -> int:
     return int(read_manifest(bundle_dir)["codebook_size"])
 
 
-def check_tile_graph(bundle_dir: str, seed: int = 0, k: int | None = None, decoder: str = "tokenizer_decoder.onnx",
-                     tile: str = TILE_FILE) -> dict:
-    """onnxruntime: the tile graph `tile` with stats_weight 0 against the decoder `decoder`, and a tile with the
+def check_tile_graph(bundle_dir: str, seed: int = 0, k: int | None = None,
+                     decoder_file: str = "tokenizer_decoder.onnx", tile_file: str = TILE_FILE) -> dict:
+    """onnxruntime: the tile graph `tile_file` with stats_weight 0 against `decoder_file`, and a tile with the
     full frame's statistics against the full decode (interior of a 6-token halo)."""
     import onnxruntime as ort
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
-    dec = ort.InferenceSession(os.path.join(bundle_dir, decoder), so, providers=["CPUExecutionProvider"])
-    tile = ort.InferenceSession(os.path.join(bundle_dir, tile), so, providers=["CPUExecutionProvider"])
+    dec = ort.InferenceSession(os.path.join(bundle_dir, decoder_file), so, providers=["CPUExecutionProvider"])
+    tile = ort.InferenceSession(os.path.join(bundle_dir, tile_file), so, providers=["CPUExecutionProvider"])
     s_len = tile.get_inputs()[1].shape[0]
     rng = np.random.default_rng(seed)
     k = k or codebook_size(bundle_dir)
